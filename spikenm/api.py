@@ -1,0 +1,468 @@
+"""Public, framework-neutral entry points of spikenm.
+
+Every function takes the caller's own arrays (NumPy, PyTorch, JAX, or any array-API
+library), validates them (SPEC S0.5), runs the backend that owns their type and returns
+results of the same type, device and dtype.  Clause ids such as ``S1.2`` refer to
+``SPEC.md`` shipped in this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import validation as check
+from .dispatch import backend_for
+from .packed import Packed
+from .protocol import Backend
+from .layout import from_block_layout, to_block_layout, layer_fits
+
+__all__ = [
+    "sample_mask", "gumbel_like", "topn_mask", "relaxed_topn", "block_probs", "final_mask",
+    "eligibility_credit", "eid_targets", "eid_loss",
+    "pack", "unpack", "is_nm", "check_nm", "to_cutlass", "from_cutlass", "spmm",
+    "save_packed", "load_packed", "Packed",
+    "to_block_layout", "from_block_layout", "layer_fits",
+]
+
+
+def _last(be: Backend, x: Any, axis: int) -> Any:
+    ndim = len(x.shape)
+    return x if axis == ndim - 1 else be.moveaxis(x, axis, ndim - 1)
+
+
+def _back(be: Backend, x: Any, axis: int) -> Any:
+    ndim = len(x.shape)
+    return x if axis == ndim - 1 else be.moveaxis(x, ndim - 1, axis)
+
+
+def _float_blocks(be: Backend, name: str, x: Any, m: int, axis: int) -> int:
+    """Common checks for a float block tensor; returns the normalized axis."""
+    check.float_dtype(be, name, x)
+    ax = check.normalize_axis(name, x, axis)
+    check.blocks_fit(name, x, m, ax)
+    check.finite(be, name, x)
+    return ax
+
+
+# -- S1: the mask sampler ---------------------------------------------------------------
+
+def sample_mask(
+    logits: Any, n: int, m: int, *, noise: Any, temperature: float = 1.0,
+    scale: float = 1.0, hard: bool = True, axis: int = -1,
+) -> Any:
+    """Sample an N:M mask from M-way basis logits (SPEC S1.1-S1.5).
+
+    Keys ``r = scale * logits + noise``.  The hard mask keeps, in every block of ``m``
+    along ``axis``, the ``n`` largest keys (ties: lower index).  The soft mask is the
+    successive-softmax relaxation of the same keys at ``temperature``.  With
+    ``hard=True`` the values are the hard mask and the gradient is the soft mask's
+    (straight-through); with ``hard=False`` the soft mask is returned.
+
+    Parameters
+    ----------
+    logits : float32/float64 array, shape ``(..., K)`` with ``K % m == 0`` along ``axis``
+    n, m : int
+        Keep ``n`` of every ``m`` (``1 <= n <= m``, ``m >= 2``).
+    noise : array like ``logits``
+        Standard Gumbel noise, e.g. from `gumbel_like`.  Explicit so that every backend
+        computes the same mask from the same numbers.
+    temperature : float > 0
+    scale : float > 0
+        Logit scale ``kappa``.
+    hard : bool
+    axis : int
+        Block axis.
+
+    Returns
+    -------
+    array like ``logits``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.zeros((2, 8))
+    >>> mask = sample_mask(logits, 2, 4, noise=gumbel_like(logits, seed=0))
+    >>> mask.reshape(2, 2, 4).sum(-1)
+    array([[2., 2.],
+           [2., 2.]])
+    """
+    n, m = check.pattern(n, m)
+    be = backend_for(logits=logits, noise=noise)
+    ax = _float_blocks(be, "logits", logits, m, axis)
+    check.same_shape(logits=logits, noise=noise)
+    check.same_dtype(be, logits=logits, noise=noise)
+    check.finite(be, "noise", noise)
+    temperature = check.positive("temperature", temperature)
+    scale = check.positive("scale", scale)
+    if not isinstance(hard, (bool, np.bool_)):
+        raise TypeError(f"hard must be a bool, got {hard!r}")
+    out = be.sample_mask(
+        _last(be, logits, ax), _last(be, noise, ax), n, m, temperature, scale, bool(hard)
+    )
+    return _back(be, out, ax)
+
+
+def gumbel_like(x: Any, seed: int) -> Any:
+    """Standard Gumbel noise of ``x``'s shape, dtype and framework (SPEC S1.6).
+
+    ``g = -log(-log u)`` with ``u ~ U(0, 1)`` on the open interval, drawn with the
+    framework's own generator seeded from ``seed``.  The same seed gives the same
+    numbers on the same backend; different backends draw different numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = gumbel_like(np.zeros((3, 4), dtype=np.float32), seed=7)
+    >>> g.shape, g.dtype
+    ((3, 4), dtype('float32'))
+    """
+    be = backend_for(x=x)
+    check.float_dtype(be, "x", x)
+    return be.gumbel_like(x, check.seed(seed))
+
+
+def topn_mask(scores: Any, n: int, m: int, *, axis: int = -1) -> Any:
+    """1 for the ``n`` largest scores of every block of ``m``, else 0 (SPEC S1.2).
+
+    Ties go to the lower index.  The result has the dtype of ``scores``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> topn_mask(np.array([0.3, 0.1, 0.3, 0.2]), 2, 4)
+    array([1., 0., 1., 0.])
+    """
+    n, m = check.pattern(n, m)
+    be = backend_for(scores=scores)
+    ax = _float_blocks(be, "scores", scores, m, axis)
+    return _back(be, be.topn_mask(_last(be, scores, ax), n, m), ax)
+
+
+def relaxed_topn(scores: Any, n: int, m: int, *, temperature: float, axis: int = -1) -> Any:
+    """Successive-softmax relaxation of top-n in every block of ``m`` (SPEC S1.3).
+
+    ``alpha_1 = scores``; for ``j = 1..n``: ``a_j = softmax(alpha_j / temperature)``,
+    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))``; returns ``sum_j a_j``.  Each
+    block sums to ``n`` up to rounding and tends to the top-n mask as temperature -> 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = relaxed_topn(np.array([3.0, 0.0, 2.0, -1.0]), 2, 4, temperature=0.1)
+    >>> np.round(s, 3)
+    array([1., 0., 1., 0.])
+    """
+    n, m = check.pattern(n, m)
+    be = backend_for(scores=scores)
+    ax = _float_blocks(be, "scores", scores, m, axis)
+    temperature = check.positive("temperature", temperature)
+    return _back(be, be.relaxed_topn(_last(be, scores, ax), n, m, temperature), ax)
+
+
+def block_probs(logits: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> Any:
+    """Per-block probabilities ``softmax(scale * logits_block)`` (SPEC S1.7).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> block_probs(np.zeros(4), 4)
+    array([0.25, 0.25, 0.25, 0.25])
+    """
+    m = check.block_size(m)
+    be = backend_for(logits=logits)
+    ax = _float_blocks(be, "logits", logits, m, axis)
+    scale = check.positive("scale", scale)
+    return _back(be, be.block_probs(_last(be, logits, ax), m, scale), ax)
+
+
+def final_mask(logits: Any, n: int, m: int, *, axis: int = -1) -> Any:
+    """Deterministic mask after training: top-n of the logits per block (SPEC S1.8).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> final_mask(np.array([0.5, 2.0, -1.0, 2.0]), 2, 4)
+    array([0., 1., 0., 1.])
+    """
+    return topn_mask(logits, n, m, axis=axis)
+
+
+# -- S2: eligibility-inspired distillation ---------------------------------------------
+
+def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float) -> Any:
+    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3).
+
+    ``e_0 = 0``, ``e_t = decay * e_{t-1} + x_t``;
+    ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``.
+
+    Parameters
+    ----------
+    x : array ``(T, B, K)``
+        Layer inputs per time step (spikes, or analog input for the first layer).
+    d : array ``(T, B, O)``
+        Learning signal ``dL/dI_t`` per time step.
+    weight : array ``(O, K)``
+        Dense weight (not the masked one, so pruned weights keep a credit).
+    decay : float in [0, 1]
+        Trace decay, normally the neuron's membrane decay.
+
+    Returns
+    -------
+    array ``(O, K)``, non-negative
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.ones((2, 1, 4)); d = np.ones((2, 1, 1)); w = np.full((1, 4), -2.0)
+    >>> eligibility_credit(x, d, w, decay=0.5)   # |W| * (1 + 1.5)
+    array([[5., 5., 5., 5.]])
+    """
+    be = backend_for(x=x, d=d, weight=weight)
+    for name, arr in (("x", x), ("d", d), ("weight", weight)):
+        check.float_dtype(be, name, arr)
+    check.same_dtype(be, x=x, d=d, weight=weight)
+    check.rank("x", x, 3, "(T, B, K)")
+    check.rank("d", d, 3, "(T, B, O)")
+    check.rank("weight", weight, 2, "(O, K)")
+    (t, b, k), (t2, b2, o), (o2, k2) = x.shape, d.shape, weight.shape
+    if (t, b) != (t2, b2) or k != k2 or o != o2:
+        raise ValueError(
+            f"shapes do not fit x (T, B, K)={tuple(x.shape)}, d (T, B, O)={tuple(d.shape)}, "
+            f"weight (O, K)={tuple(weight.shape)}"
+        )
+    for name, arr in (("x", x), ("d", d), ("weight", weight)):
+        check.finite(be, name, arr)
+    decay = check.unit_interval("decay", decay)
+    return be.eligibility_credit(x, d, weight, decay)
+
+
+def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, axis: int = -1) -> Any:
+    """Block-wise soft targets from credits (SPEC S2.5).
+
+    ``z = C / (mean(C) + 1e-12)`` over the whole array, then
+    ``q_block = softmax(z_block / temperature)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> eid_targets(np.array([1.0, 1.0, 1.0, 1.0]), 4)
+    array([0.25, 0.25, 0.25, 0.25])
+    """
+    m = check.block_size(m)
+    be = backend_for(credits=credits)
+    ax = _float_blocks(be, "credits", credits, m, axis)
+    temperature = check.positive("temperature", temperature)
+    return _back(be, be.eid_targets(_last(be, credits, ax), m, temperature), ax)
+
+
+def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> Any:
+    """Mean over blocks of ``KL(q_block || p_block)`` with ``p = softmax(scale * logits)``
+    (SPEC S2.6).  Gradient flows to ``logits`` only: ``scale * (p - q) / G``.
+
+    Returns a 0-d array of the logits' type and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(eid_loss(np.zeros(4), np.full(4, 0.25), 4))
+    0.0
+    """
+    m = check.block_size(m)
+    be = backend_for(logits=logits, targets=targets)
+    ax = _float_blocks(be, "logits", logits, m, axis)
+    check.same_shape(logits=logits, targets=targets)
+    check.same_dtype(be, logits=logits, targets=targets)
+    check.finite(be, "targets", targets)
+    scale = check.positive("scale", scale)
+    return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
+
+
+# -- S3: the packed format --------------------------------------------------------------
+
+def _first_bad_block(counts: np.ndarray, n: int) -> tuple[int, ...] | None:
+    bad = np.argwhere(counts > n)
+    return None if bad.size == 0 else tuple(int(i) for i in bad[0])
+
+
+def _describe_block(shape: tuple[int, ...], axis: int, m: int, where: tuple[int, ...]) -> str:
+    lead = list(where[:-1])
+    g = where[-1]
+    index: list[Any] = lead[:axis] + [slice(g * m, (g + 1) * m)] + lead[axis:]
+    text = ", ".join(f"{s.start}:{s.stop}" if isinstance(s, slice) else str(s) for s in index)
+    return f"block {g} at [{text}]"
+
+
+def _block_counts(be: Backend, x: Any, m: int, ax: int, what: str, name: str) -> np.ndarray:
+    kept = _last(be, x, ax)
+    counts = be.block_nnz(kept, m)
+    return check.concrete(be, name, counts, what)
+
+
+def _nm_violation(x: Any, n: int, m: int, axis: int, name: str) -> str | None:
+    """Message for the first block with more than ``n`` non-zeros, or None."""
+    be = backend_for(**{name: x})
+    ax = check.normalize_axis(name, x, axis)
+    check.blocks_fit(name, x, m, ax)
+    counts = _block_counts(be, x, m, ax, "an N:M check", name)
+    where = _first_bad_block(counts, n)
+    if where is None:
+        return None
+    return (
+        f"{name} is not {n}:{m} sparse along axis {ax}: "
+        f"{_describe_block(tuple(x.shape), ax, m, where)} has {int(counts[where])} "
+        f"non-zeros, expected at most {n}"
+    )
+
+
+def check_nm(x: Any, n: int, m: int, *, axis: int = -1, name: str = "x") -> None:
+    """Raise ``ValueError`` naming the first block with more than ``n`` non-zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_nm(np.array([1.0, 0.0, 2.0, 0.0]), 2, 4)
+    >>> check_nm(np.array([1.0, 3.0, 2.0, 0.0]), 2, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: x is not 2:4 sparse along axis 0: block 0 at [0:4] has 3 non-zeros, expected at most 2
+    """
+    n, m = check.pattern(n, m)
+    message = _nm_violation(x, n, m, axis, name)
+    if message is not None:
+        raise ValueError(message)
+
+
+def is_nm(x: Any, n: int, m: int, *, axis: int = -1) -> bool:
+    """True when every block of ``m`` along ``axis`` has at most ``n`` non-zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_nm(np.array([1.0, 0.0, 2.0, 0.0]), 2, 4), is_nm(np.ones(4), 2, 4)
+    (True, False)
+    """
+    n, m = check.pattern(n, m)
+    return _nm_violation(x, n, m, axis, "x") is None
+
+
+def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
+    """Pack an N:M sparse array (SPEC S3.1-S3.3).
+
+    Without ``mask`` the kept entries are the non-zeros of ``w``; with ``mask`` (0/1,
+    same shape) they are the entries where ``mask`` is 1, which packs ``w * mask``.
+    A block with more than ``n`` kept entries raises ``ValueError`` naming it; nothing
+    is dropped silently.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = pack(np.array([[0.0, 5.0, 0.0, 7.0]]), 2, 4)
+    >>> p.values, p.indices
+    (array([[5., 7.]]), array([[1, 3]], dtype=uint8))
+    """
+    n, m = check.pattern(n, m)
+    be = backend_for(w=w, mask=mask)
+    ax = check.normalize_axis("w", w, axis)
+    check.blocks_fit("w", w, m, ax)
+    if m > 256:
+        raise ValueError(f"m={m} does not fit uint8 indices; expected m <= 256")
+    if mask is None:
+        keep = w
+        name, what = "w", "pack"
+    else:
+        check.same_shape(w=w, mask=mask)
+        values = check.concrete(be, "mask", mask, "pack")
+        if not np.isin(values, (0, 1)).all():
+            bad = values[~np.isin(values, (0, 1))].flat[0]
+            raise ValueError(f"mask must contain only 0 and 1, found {bad!r}")
+        keep = mask
+        name, what = "mask", "pack"
+    counts = _block_counts(be, keep, m, ax, what, name)
+    where = _first_bad_block(counts, n)
+    if where is not None:
+        raise ValueError(
+            f"cannot pack {name} as {n}:{m}: {_describe_block(tuple(w.shape), ax, m, where)} "
+            f"keeps {int(counts[where])} entries, expected at most {n}"
+        )
+    values, indices = be.pack(_last(be, w, ax), _last(be, keep, ax), n, m)
+    return Packed(values, indices, n, m, tuple(int(s) for s in w.shape), ax)
+
+
+def unpack(packed: Packed) -> Any:
+    """Dense array of ``packed`` in its original shape and axis order (SPEC S3.1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> unpack(pack(np.array([0.0, 5.0, 0.0, 7.0]), 2, 4))
+    array([0., 5., 0., 7.])
+    """
+    if not isinstance(packed, Packed):
+        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    be = backend_for(values=packed.values, indices=packed.indices)
+    dense = be.unpack(packed.values, packed.indices, packed.n, packed.m)
+    return _back(be, dense, packed.axis)
+
+
+def spmm(packed: Packed, x: Any) -> Any:
+    """``unpack(packed) @ x`` without materialising the dense matrix.
+
+    ``packed`` must be 2-D ``(O, K)`` with blocks along ``K`` (axis 1); ``x`` is ``(K,)``
+    or ``(K, P)`` of the same dtype (spikes as 0/1 floats).  For a linear layer
+    ``y = x @ W.T`` use ``spmm(packed, x.T).T``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = pack(np.array([[0.0, 5.0, 0.0, 7.0]]), 2, 4)
+    >>> spmm(p, np.array([1.0, 1.0, 0.0, 1.0]))
+    array([12.])
+    """
+    if not isinstance(packed, Packed):
+        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    be = backend_for(values=packed.values, x=x)
+    if len(packed.shape) != 2 or packed.axis != 1:
+        raise ValueError(
+            f"spmm needs a 2-D packed matrix (O, K) with blocks along axis 1, got shape "
+            f"{packed.shape} with axis {packed.axis}"
+        )
+    k = packed.shape[1]
+    if len(x.shape) not in (1, 2) or x.shape[0] != k:
+        raise ValueError(f"x must have shape ({k},) or ({k}, P), got {tuple(x.shape)}")
+    check.same_dtype(be, values=packed.values, x=x)
+    return be.spmm(packed.values, packed.indices, packed.n, packed.m, x)
+
+
+def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
+    """2:4 hardware export in PyTorch's CUTLASS layout (SPEC S3.4).
+
+    Returns ``(values, meta)`` equal, bit for bit, to what
+    ``torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass``
+    gives for the dense matrix.
+    """
+    from .cutlass import to_cutlass as _impl
+
+    return _impl(packed, dtype=dtype)
+
+
+def from_cutlass(values: Any, meta: Any) -> Packed:
+    """Inverse of `to_cutlass`: a 2:4 `Packed` from CUTLASS ``(values, meta)``."""
+    from .cutlass import from_cutlass as _impl
+
+    return _impl(values, meta)
+
+
+def save_packed(path: Any, packed: Packed) -> None:
+    """Write ``packed`` to a versioned, checksummed ``.npz`` container (SPEC S3.5)."""
+    from .container import save_packed as _impl
+
+    _impl(path, packed)
+
+
+def load_packed(path: Any) -> Packed:
+    """Read and validate a container written by `save_packed` (SPEC S3.5)."""
+    from .container import load_packed as _impl
+
+    return _impl(path)
