@@ -1,1 +1,36 @@
-x = 1
+"""The NumPy + Numba reference backend: the numerical truth of spikenm (SPEC.md).
+
+Every protocol function (`spikenm.protocol.Backend`) is here, working on the last axis
+of already-validated NumPy arrays, plus the hand-written vector-Jacobian products that
+the other backends' autodiff is checked against.  The module itself is the backend
+object (``BACKEND``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
+from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
+from .packing import block_nnz, pack, spmm, unpack
+from .random import gumbel_like
+from .sampler import (
+    block_probs,
+    relaxed_topn,
+    relaxed_topn_vjp,
+    sample_mask,
+    sample_mask_vjp,
+    topn_mask,
+)
+
+name = "numpy"
+
+__all__ = [
+    "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
+    "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
+    "relaxed_topn_vjp", "sample_mask_vjp",
+    "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "block_nnz", "pack", "unpack", "spmm", "name", "BACKEND",
+]
+
+BACKEND = sys.modules[__name__]
