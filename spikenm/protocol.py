@@ -27,6 +27,9 @@ class Backend(Protocol):
     """Operations a backend provides.  All block operations work on the last axis."""
 
     name: str
+    differentiable: bool
+    """False for forward-only backends: the conformance suite then reports the gradient
+    clauses as not applicable instead of running the ``*_vjp`` methods."""
 
     # -- array plumbing ---------------------------------------------------------------
     def dtype_name(self, x: Array) -> str:
@@ -41,8 +44,9 @@ class Backend(Protocol):
     def to_numpy(self, x: Array) -> np.ndarray:
         """A NumPy copy of ``x``.  bfloat16 arrives as its uint16 bit pattern."""
 
-    def from_numpy(self, a: np.ndarray, like: Array) -> Array:
-        """``a`` as an array of this backend, on the device of ``like``."""
+    def from_numpy(self, a: np.ndarray, like: Array | None = None) -> Array:
+        """``a`` as an array of this backend, on the device of ``like`` (default device
+        when ``like`` is None).  Used by the conformance suite to build inputs."""
 
     # -- random -----------------------------------------------------------------------
     def gumbel_like(self, x: Array, seed: int) -> Array:
@@ -100,6 +104,7 @@ REQUIRED = tuple(
     name for name in Backend.__dict__
     if not name.startswith("_") and callable(Backend.__dict__[name])
 ) + ("name",)
+OPTIONAL = ("differentiable",)
 
 
 def missing_members(backend: object) -> list[str]:
