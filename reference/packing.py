@@ -232,8 +232,9 @@ def spmm(values: np.ndarray, indices: np.ndarray, n: int, m: int, x: np.ndarray)
 
     ``y[o, :] = sum_g sum_j values[o, g*n+j] * x[g*m + indices[o, g*n+j], :]``, visiting
     only the ``n`` stored entries of each block.  For finite ``x`` this equals the
-    dense product up to summation order (exactly, for integers).  float16 and bfloat16 are accumulated in float32 and the result cast back;
-    integers accumulate in (u)int64 and wrap on the cast back, like NumPy's matmul.
+    dense product up to summation order (exactly, for integers).  float16 and bfloat16
+    are accumulated in float32 and the result cast back; integers accumulate in
+    (u)int64 and wrap on the cast back, like NumPy's matmul.
 
     Parameters
     ----------
@@ -256,7 +257,8 @@ def spmm(values: np.ndarray, indices: np.ndarray, n: int, m: int, x: np.ndarray)
     acc = _accumulator(np.dtype(values.dtype))
     vals = np.ascontiguousarray(values, dtype=acc)
     idx = np.ascontiguousarray(indices)
-    x2 = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=acc)
+    cols = 1 if x.ndim == 1 else x.shape[1]
+    x2 = np.ascontiguousarray(x.reshape(x.shape[0], cols), dtype=acc)
     out = np.zeros((vals.shape[0], x2.shape[1]), dtype=acc)
     bad = _spmm_kernel(vals, idx, n, m, x2, out)
     if bad >= 0:

@@ -94,8 +94,8 @@ def sample_mask(
     check.same_shape(logits=logits, noise=noise)
     check.same_dtype(be, logits=logits, noise=noise)
     check.finite(be, "noise", noise)
-    temperature = check.positive("temperature", temperature)
-    scale = check.positive("scale", scale)
+    temperature = check.positive_in_dtype(be, "temperature", temperature, logits)
+    scale = check.positive_in_dtype(be, "scale", scale, logits)
     if not isinstance(hard, (bool, np.bool_)):
         raise TypeError(f"hard must be a bool, got {hard!r}")
     out = be.sample_mask(
@@ -157,7 +157,7 @@ def relaxed_topn(scores: Any, n: int, m: int, *, temperature: float, axis: int =
     n, m = check.pattern(n, m)
     be = backend_for(scores=scores)
     ax = _float_blocks(be, "scores", scores, m, axis)
-    temperature = check.positive("temperature", temperature)
+    temperature = check.positive_in_dtype(be, "temperature", temperature, scores)
     return _back(be, be.relaxed_topn(_last(be, scores, ax), n, m, temperature), ax)
 
 
@@ -173,7 +173,7 @@ def block_probs(logits: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> A
     m = check.block_size(m)
     be = backend_for(logits=logits)
     ax = _float_blocks(be, "logits", logits, m, axis)
-    scale = check.positive("scale", scale)
+    scale = check.positive_in_dtype(be, "scale", scale, logits)
     return _back(be, be.block_probs(_last(be, logits, ax), m, scale), ax)
 
 
@@ -253,7 +253,7 @@ def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, axis: int = -
     m = check.block_size(m)
     be = backend_for(credits=credits)
     ax = _float_blocks(be, "credits", credits, m, axis)
-    temperature = check.positive("temperature", temperature)
+    temperature = check.positive_in_dtype(be, "temperature", temperature, credits)
     return _back(be, be.eid_targets(_last(be, credits, ax), m, temperature), ax)
 
 
@@ -275,7 +275,7 @@ def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int
     check.same_shape(logits=logits, targets=targets)
     check.same_dtype(be, logits=logits, targets=targets)
     check.finite(be, "targets", targets)
-    scale = check.positive("scale", scale)
+    scale = check.positive_in_dtype(be, "scale", scale, logits)
     return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
 
 
@@ -374,6 +374,8 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
     else:
         check.same_shape(w=w, mask=mask)
         values = check.concrete(be, "mask", mask, "pack")
+        if be.dtype_name(mask) == "bfloat16":  # to_numpy gives the uint16 bit pattern
+            values = (values.astype(np.uint32) << 16).view(np.float32)
         if not np.isin(values, (0, 1)).all():
             bad = values[~np.isin(values, (0, 1))].flat[0]
             raise ValueError(f"mask must contain only 0 and 1, found {bad!r}")
@@ -390,6 +392,28 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
     return Packed(values, indices, n, m, tuple(int(s) for s in w.shape), ax)
 
 
+def _checked_packed(packed: Any) -> Backend:
+    """Structural checks of a (possibly hand-built) Packed; returns its backend."""
+    if not isinstance(packed, Packed):
+        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    be = backend_for(values=packed.values, indices=packed.indices)
+    n, m = check.pattern(packed.n, packed.m)
+    shape = tuple(packed.shape)
+    if not 0 <= packed.axis < len(shape) or shape[packed.axis] % m:
+        raise ValueError(f"Packed axis={packed.axis} does not fit shape {shape} with m={m}")
+    lead = shape[: packed.axis] + shape[packed.axis + 1:]
+    expected = lead + (shape[packed.axis] // m * n,)
+    for name, arr in (("values", packed.values), ("indices", packed.indices)):
+        if tuple(arr.shape) != expected:
+            raise ValueError(
+                f"Packed {name} has shape {tuple(arr.shape)}, expected {expected} for dense "
+                f"shape {shape}, axis {packed.axis} and {n}:{m}"
+            )
+    if be.dtype_name(packed.indices) != "uint8":
+        raise TypeError(f"Packed indices must be uint8, got {be.dtype_name(packed.indices)}")
+    return be
+
+
 def unpack(packed: Packed) -> Any:
     """Dense array of ``packed`` in its original shape and axis order (SPEC S3.1).
 
@@ -399,15 +423,14 @@ def unpack(packed: Packed) -> Any:
     >>> unpack(pack(np.array([0.0, 5.0, 0.0, 7.0]), 2, 4))
     array([0., 5., 0., 7.])
     """
-    if not isinstance(packed, Packed):
-        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
-    be = backend_for(values=packed.values, indices=packed.indices)
+    be = _checked_packed(packed)
     dense = be.unpack(packed.values, packed.indices, packed.n, packed.m)
     return _back(be, dense, packed.axis)
 
 
 def spmm(packed: Packed, x: Any) -> Any:
-    """``unpack(packed) @ x`` without materialising the dense matrix.
+    """``unpack(packed) @ x`` without materialising the dense matrix where the backend has
+    a sparse kernel (the array-API backend builds it, SPEC S0.7).
 
     ``packed`` must be 2-D ``(O, K)`` with blocks along ``K`` (axis 1); ``x`` is ``(K,)``
     or ``(K, P)`` of the same dtype (spikes as 0/1 floats).  For a linear layer
@@ -420,8 +443,7 @@ def spmm(packed: Packed, x: Any) -> Any:
     >>> spmm(p, np.array([1.0, 1.0, 0.0, 1.0]))
     array([12.])
     """
-    if not isinstance(packed, Packed):
-        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    _checked_packed(packed)
     be = backend_for(values=packed.values, x=x)
     if len(packed.shape) != 2 or packed.axis != 1:
         raise ValueError(
@@ -432,6 +454,7 @@ def spmm(packed: Packed, x: Any) -> Any:
     if len(x.shape) not in (1, 2) or x.shape[0] != k:
         raise ValueError(f"x must have shape ({k},) or ({k}, P), got {tuple(x.shape)}")
     check.same_dtype(be, values=packed.values, x=x)
+    check.finite(be, "x", x)
     return be.spmm(packed.values, packed.indices, packed.n, packed.m, x)
 
 
@@ -440,7 +463,9 @@ def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
 
     Returns ``(values, meta)`` equal, bit for bit, to what
     ``torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass``
-    gives for the dense matrix.
+    gives on blocks with two non-zeros; other blocks keep the S3.2 padding and decode to
+    the same dense matrix.  ``dtype="float16"`` or ``"bfloat16"`` casts float values
+    first (float32 alone is refused: it is a 1:2 format in this layout).
     """
     from .cutlass import to_cutlass as _impl
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["dtype_name", "moveaxis", "all_finite", "to_numpy", "from_numpy"]
+__all__ = ["dtype_name", "moveaxis", "all_finite", "to_numpy", "from_numpy", "as_cotangent"]
 
 _BFLOAT16_NAME = "bfloat16"
 
@@ -96,8 +96,24 @@ def from_numpy(a: np.ndarray, like: torch.Tensor | None = None) -> torch.Tensor:
     tensor([0, 1, 2], dtype=torch.int8)
     """
     arr = np.array(a, copy=True, order="C")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     device = None if like is None else like.device
     if arr.dtype.name == _BFLOAT16_NAME:
         bits = torch.from_numpy(arr.view(np.int16))
         return bits.view(torch.bfloat16).to(device=device)
     return torch.from_numpy(arr).to(device=device)
+
+
+def as_cotangent(cotangent: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """``cotangent`` as a constant tensor with the dtype and device of ``like``.
+
+    A vector-Jacobian product is taken in the dtype of the function's input, as the
+    reference does; Python numbers are accepted for the cotangent of a 0-d loss.
+
+    Examples
+    --------
+    >>> as_cotangent(2.0, torch.zeros(3, dtype=torch.float64))
+    tensor(2., dtype=torch.float64)
+    """
+    return torch.as_tensor(cotangent, dtype=like.dtype, device=like.device).detach()

@@ -6,20 +6,20 @@ import torch
 
 __all__ = ["gumbel_like"]
 
-_U_MAX = 1.0 - 2.0**-53
-"""Largest float64 below 1: the upper end of the open interval."""
+_GRID = 2**52
+"""``u = (k + 1/2) / 2**52`` for integer ``k`` in ``[0, 2**52)`` is an exact float64 strictly
+inside ``(0, 1)``: ``2**-53 <= u <= 1 - 2**-53``."""
 
 
 def gumbel_like(x: torch.Tensor, seed: int) -> torch.Tensor:
     """Standard Gumbel noise ``g = -log(-log u)`` of ``x``'s shape, dtype and device.
 
-    ``u`` is drawn in float64 with a ``torch.Generator(device=x.device)`` seeded with
-    ``seed``; torch draws float64 uniforms on the grid ``k * 2**-53``.  ``u`` is then
-    clamped into ``[tiny, 1 - 2**-53]`` (``tiny = 2**-1022``), which makes the interval
-    open: the clamp changes only the value ``u = 0`` (probability ``2**-53``) and, on
-    devices whose generator returns ``(0, 1]``, ``u = 1``.  The noise is computed in
-    float64, then cast to ``x.dtype``; it is finite (``-6.56 <= g <= 36.8``).  The same
-    seed on the same device gives the same numbers.
+    ``k`` is drawn uniformly from the integers ``[0, 2**52)`` by ``torch.randint`` with a
+    ``torch.Generator(device=x.device)`` seeded with ``seed``, and
+    ``u = (k + 1/2) / 2**52``.  Every such ``u`` is exact in float64 and lies on the open
+    interval (``2**-53 <= u <= 1 - 2**-53``), so no value is clamped and
+    ``-3.6 <= g <= 36.7`` is finite.  ``g`` is computed in float64 on the device, then
+    cast to ``x.dtype``.  The same seed on the same device gives the same numbers.
 
     Parameters
     ----------
@@ -30,7 +30,7 @@ def gumbel_like(x: torch.Tensor, seed: int) -> torch.Tensor:
 
     Returns
     -------
-    torch.Tensor like ``x``
+    torch.Tensor like ``x``, with ``P(g <= t) = exp(-exp(-t))``
 
     Examples
     --------
@@ -40,6 +40,6 @@ def gumbel_like(x: torch.Tensor, seed: int) -> torch.Tensor:
     """
     gen = torch.Generator(device=x.device)
     gen.manual_seed(int(seed))
-    u = torch.rand(x.shape, generator=gen, dtype=torch.float64, device=x.device)
-    u = u.clamp(torch.finfo(torch.float64).tiny, _U_MAX)
+    k = torch.randint(0, _GRID, x.shape, generator=gen, dtype=torch.int64, device=x.device)
+    u = (k.to(torch.float64) + 0.5) / _GRID
     return (-torch.log(-torch.log(u))).to(x.dtype)

@@ -1,0 +1,185 @@
+"""The N:M mask sampler on JAX arrays (SPEC S1.1-S1.5, S1.7).
+
+The forward functions are pure ``jax.numpy``/``lax`` code without Python control flow
+on values, so they trace under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; JAX's
+autodiff gives the gradients of SPEC S1.5.  The ``*_vjp`` functions are ``jax.vjp``
+over the same forward functions: one formula.
+
+The block kernels (`topn_mask`'s rank count, `relaxed_topn`'s recursion) are compiled
+once per shape, dtype and pattern by ``jax.jit`` with ``n`` and ``m`` static; the
+temperature is a traced argument, so annealing it does not recompile.  Inside a
+caller's ``jax.jit`` they are simply inlined.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .blocks import from_blocks, softmax_block, to_blocks
+from .scalars import positive_in
+
+__all__ = [
+    "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
+    "relaxed_topn_vjp", "sample_mask_vjp",
+]
+
+
+def topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
+    """Hard top-n mask of every block of ``m`` along the last axis (SPEC S1.2).
+
+    Entry ``i`` of a block ``v`` is kept iff
+
+    ``rank_i = #{j : v_j > v_i} + #{j < i : v_j == v_i} < n``
+
+    so ties go to the lower index (``-0.0 == 0.0`` is a tie, as IEEE comparison says) and
+    every block keeps exactly ``n`` entries.  The rank is accumulated by a
+    ``lax.fori_loop`` over ``j``, one comparison of the block against its ``j``-th entry
+    per step: memory ``O(K)``, ``m`` steps, no sort.  The result has the dtype of
+    ``scores`` (values 0 and 1) and carries no gradient.
+
+    Examples
+    --------
+    >>> topn_mask(jnp.array([0.3, 0.1, 0.3, 0.2]), 2, 4)
+    Array([1., 0., 1., 0.], dtype=float32)
+    """
+    return _topn_mask(lax.stop_gradient(scores), n, m)
+
+
+@partial(jax.jit, static_argnames=("n", "m"))
+def _topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
+    """`topn_mask` without the gradient stop, compiled per shape and pattern."""
+    v = to_blocks(scores, m)
+    position = jnp.arange(m)
+
+    def count(j: jax.Array, rank: jax.Array) -> jax.Array:
+        vj = lax.dynamic_index_in_dim(v, j, axis=v.ndim - 1, keepdims=True)
+        before = (vj > v) | ((vj == v) & (position > j))
+        return rank + before.astype(jnp.int32)
+
+    rank = lax.fori_loop(0, m, count, jnp.zeros(v.shape, jnp.int32))
+    return from_blocks((rank < n).astype(scores.dtype))
+
+
+def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.Array:
+    """Successive-softmax relaxation of top-n per block (SPEC S1.3).
+
+    ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
+    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))`` with ``eps`` the smallest normal
+    number of the dtype; returns ``s = sum_j a_j``.  The ``n`` steps are a ``lax.scan``.
+    A temperature that rounds to 0 (or inf) in the dtype raises ``ValueError``.
+    ``jnp.maximum`` gives the clamped branch a zero derivative, and ``1 - a_j == eps``
+    never happens, so autodiff is exactly the reverse recursion of SPEC S1.5.
+
+    Examples
+    --------
+    >>> s = relaxed_topn(jnp.array([3.0, 0.0, 2.0, -1.0]), 2, 4, 0.1)
+    >>> jnp.round(s, 3)
+    Array([1., 0., 1., 0.], dtype=float32)
+    """
+    return _relaxed_topn(scores, n, m, positive_in("temperature", temperature, scores.dtype))
+
+
+@partial(jax.jit, static_argnames=("n", "m"))
+def _relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.Array:
+    """`relaxed_topn` compiled per shape and pattern; ``temperature`` is traced."""
+    eps = jnp.finfo(scores.dtype).tiny
+    alpha = to_blocks(scores, m)
+
+    def step(
+        carry: tuple[jax.Array, jax.Array], _: None
+    ) -> tuple[tuple[jax.Array, jax.Array], None]:
+        alpha, s = carry
+        a = softmax_block(alpha / temperature)
+        return (alpha + jnp.log(jnp.maximum(1.0 - a, eps)), s + a), None
+
+    (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n)
+    return from_blocks(s)
+
+
+def sample_mask(
+    logits: jax.Array, noise: jax.Array, n: int, m: int,
+    temperature: float, scale: float, hard: bool,
+) -> jax.Array:
+    """N:M mask from logits and Gumbel noise (SPEC S1.1, S1.3, S1.4).
+
+    Keys ``r = scale * logits + stop_gradient(noise)``; soft mask
+    ``s = relaxed_topn(r)``.  With ``hard=True`` the result is
+    ``h + (s - stop_gradient(s))`` with ``h = topn_mask(r)``: the bracket is exactly 0,
+    so the values are exactly ``h``, and the gradient is that of ``s``
+    (straight-through); with ``hard=False`` it is ``s``.  Autodiff then gives
+    ``scale * VJP_s`` to the logits (SPEC S1.5) and nothing to the noise.
+
+    Under ``jax.jit`` XLA may fuse ``scale * logits + noise`` into one fused multiply-add
+    when ``scale != 1``, which rounds once instead of twice: keys that agree to the last
+    bit elsewhere can then differ by one unit in the last place, and a block whose two
+    candidates are that close may keep the other one.  Outside ``jit``, and for
+    ``scale == 1`` everywhere, the keys are bit-identical to the reference's.
+
+    Examples
+    --------
+    >>> logits = jnp.zeros((2, 8))
+    >>> noise = jnp.linspace(-1.0, 1.0, 16).reshape(2, 8)
+    >>> sample_mask(logits, noise, 2, 4, 1.0, 1.0, True)
+    Array([[0., 0., 1., 1., 0., 0., 1., 1.],
+           [0., 0., 1., 1., 0., 0., 1., 1.]], dtype=float32)
+    """
+    keys = positive_in("scale", scale, logits.dtype) * logits + lax.stop_gradient(noise)
+    s = relaxed_topn(keys, n, m, temperature)
+    if not hard:
+        return s
+    return topn_mask(keys, n, m) + (s - lax.stop_gradient(s))
+
+
+def block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
+    """Per-block probabilities ``p = softmax_block(scale * logits)`` (SPEC S1.7).
+
+    Examples
+    --------
+    >>> block_probs(jnp.zeros(4), 4, 1.0)
+    Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
+    """
+    return _block_probs(logits, m, positive_in("scale", scale, logits.dtype))
+
+
+@partial(jax.jit, static_argnames=("m",))
+def _block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
+    """`block_probs` compiled per shape and ``m``; ``scale`` is traced."""
+    return from_blocks(softmax_block(to_blocks(scale * logits, m)))
+
+
+def relaxed_topn_vjp(
+    scores: jax.Array, n: int, m: int, temperature: float, cotangent: jax.Array,
+) -> jax.Array:
+    """``G^T d relaxed_topn / d scores`` by ``jax.vjp`` (SPEC S1.5, ``VJP_s``).
+
+    Examples
+    --------
+    >>> v = jnp.array([3.0, 0.0, 2.0, -1.0])
+    >>> relaxed_topn_vjp(v, 2, 4, 1.0, jnp.ones(4)).shape
+    (4,)
+    """
+    _, pullback = jax.vjp(lambda v: relaxed_topn(v, n, m, temperature), scores)
+    return pullback(jnp.asarray(cotangent))[0]
+
+
+def sample_mask_vjp(
+    logits: jax.Array, noise: jax.Array, n: int, m: int,
+    temperature: float, scale: float, hard: bool, cotangent: jax.Array,
+) -> jax.Array:
+    """``G^T d sample_mask / d logits = scale * VJP_s(G)`` by ``jax.vjp`` (SPEC S1.5).
+
+    Examples
+    --------
+    >>> logits = jnp.zeros(4)
+    >>> noise = jnp.array([0.1, -0.2, 0.3, 0.0])
+    >>> sample_mask_vjp(logits, noise, 2, 4, 1.0, 2.0, True, jnp.ones(4)).shape
+    (4,)
+    """
+    _, pullback = jax.vjp(
+        lambda l: sample_mask(l, noise, n, m, temperature, scale, hard), logits
+    )
+    return pullback(jnp.asarray(cotangent))[0]

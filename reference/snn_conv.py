@@ -1,0 +1,75 @@
+"""Conv and pooling pieces of the reference SNN backend (SPEC S4.2, S4.6), channels-last.
+
+A conv layer is a matrix product on im2col columns in *block layout* ``(kh, kw, in)``
+(SPEC S0.2), so the same columns give the current, the weight gradient and the EID credit:
+
+    cols[(n, i, j), (a, b, c)] = xpad[n, i*s + a, j*s + b, c]
+    I[(n, i, j), o] = sum_{a, b, c} cols[(n, i, j), (a, b, c)] * Wb[o, (a, b, c)]
+
+with ``Wb = W.transpose(0, 2, 3, 1)`` flattened (``W`` in ``(out, in, k, k)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def conv_weight_block(weight: np.ndarray) -> np.ndarray:
+    """``(out, in, k, k)`` -> ``(out, k*k*in)`` in block layout ``(kh, kw, in)``."""
+    o = weight.shape[0]
+    return np.ascontiguousarray(weight.transpose(0, 2, 3, 1)).reshape(o, -1)
+
+
+def conv_weight_unblock(blocks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `conv_weight_block` for a weight of ``shape`` ``(out, in, k, k)``."""
+    o, c, k, _ = shape
+    return np.ascontiguousarray(blocks.reshape(o, k, k, c).transpose(0, 3, 1, 2))
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: int
+           ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Columns ``(N * Ho * Wo, k * k * C)`` of channels-last ``x`` ``(N, H, W, C)``.
+
+    Examples
+    --------
+    >>> cols, (ho, wo) = im2col(np.arange(9.0).reshape(1, 3, 3, 1), 3, 1, 1)
+    >>> cols.shape, (ho, wo), cols[4].tolist() == list(range(9))
+    ((9, 9), (3, 3), True)
+    """
+    n, h, w, c = x.shape
+    p = padding
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+    win = sliding_window_view(xp, (kernel, kernel), axis=(1, 2))  # (N, H', W', C, k, k)
+    win = win[:, ::stride, ::stride]
+    ho, wo = win.shape[1], win.shape[2]
+    cols = np.ascontiguousarray(win.transpose(0, 1, 2, 4, 5, 3)).reshape(n * ho * wo, -1)
+    return cols, (ho, wo)
+
+
+def col2im(cols: np.ndarray, in_shape: tuple[int, ...], kernel: int, stride: int,
+           padding: int) -> np.ndarray:
+    """Adjoint of `im2col`: sums column gradients back into ``(N, H, W, C)``."""
+    n, h, w, c = in_shape
+    p = padding
+    ho = (h + 2 * p - kernel) // stride + 1
+    wo = (w + 2 * p - kernel) // stride + 1
+    g = cols.reshape(n, ho, wo, kernel, kernel, c)
+    out = np.zeros((n, h + 2 * p, w + 2 * p, c), cols.dtype)
+    for a in range(kernel):
+        for b in range(kernel):
+            out[:, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride] += \
+                g[:, :, :, a, b]
+    return out[:, p:p + h, p:p + w] if p else out
+
+
+def pool_forward(x: np.ndarray, q: int) -> np.ndarray:
+    """``q x q`` average pooling (stride ``q``) of ``(..., H, W, C)``; H, W multiples of q."""
+    *lead, h, w, c = x.shape
+    return x.reshape(*lead, h // q, q, w // q, q, c).mean(axis=(-4, -2))
+
+
+def pool_backward(g: np.ndarray, q: int) -> np.ndarray:
+    """Gradient of `pool_forward`: each pooled gradient spread as ``1/q^2`` on its window."""
+    spread = np.repeat(np.repeat(g, q, axis=-3), q, axis=-2)
+    return spread / g.dtype.type(q * q)

@@ -1,0 +1,420 @@
+"""Trainer configuration: frozen dataclasses, loaded from TOML/JSON and overridden by flags.
+
+A configuration file has one table per section (``[data]``, ``[model]``, ``[lif]``,
+``[sparsity]``, ``[sampler]``, ``[eid]``, ``[baselines]``, ``[optim]``, ``[run]``); every
+key is a field of the section's dataclass below.  Unknown sections or keys, values of the
+wrong type and values out of range raise `ConfigError` naming the key, the value and
+what was expected.  Command-line overrides are ``section.key=value`` strings applied
+after the file (flags win).
+
+Example
+-------
+>>> cfg = load_config(None, ["sparsity.pattern=1:4", "optim.epochs=3"])
+>>> cfg.sparsity.nm, cfg.optim.epochs
+((1, 4), 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+METHODS = ("dense", "spikenm", "srste", "asp", "maskllm", "random")
+DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
+SCHEDULES = ("constant", "linear", "cosine", "exp")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is unknown or invalid."""
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid; expected {expected}")
+
+
+@dataclass(frozen=True)
+class LIFConfig:
+    """LIF neuron and time steps (SPEC S4).
+
+    ``H_t = beta V_{t-1} + I_t``, ``S_t = [H_t >= theta]``, hard reset
+    ``V_t = H_t (1 - S_t)`` or soft reset ``V_t = H_t - theta S_t``; ATan surrogate with
+    sharpness ``alpha``; ``time_steps`` is ``T``.
+    """
+
+    beta: float = 0.5
+    theta: float = 1.0
+    alpha: float = 2.0
+    reset: Literal["hard", "soft"] = "hard"
+    detach_reset: bool = False
+    time_steps: int = 4
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.beta <= 1.0, "lif.beta", self.beta, "a number in [0, 1]")
+        _require(self.theta > 0 and math.isfinite(self.theta), "lif.theta", self.theta, "> 0")
+        _require(self.alpha > 0 and math.isfinite(self.alpha), "lif.alpha", self.alpha, "> 0")
+        _require(self.time_steps >= 1, "lif.time_steps", self.time_steps, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and input encoding.
+
+    ``name``: shipped ``digits`` / ``mnist5k``, or local ``mnist``, ``fashion_mnist``,
+    ``cifar10``, ``cifar100`` read from ``root``.  ``encoding``: ``direct`` (the analog
+    input at every step) or ``poisson`` (rate coding, ``P(spike) = pixel`` in ``[0, 1]``).
+    ``train_limit``/``test_limit`` keep the first that many samples (0 = all).
+    """
+
+    name: str = "digits"
+    root: str = ""
+    encoding: Literal["direct", "poisson"] = "direct"
+    train_limit: int = 0
+    test_limit: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.name in DATASETS, "data.name", self.name, f"one of {DATASETS}")
+        _require(self.train_limit >= 0, "data.train_limit", self.train_limit, ">= 0")
+        _require(self.test_limit >= 0, "data.test_limit", self.test_limit, ">= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network shape.
+
+    ``mlp``: Linear layers of widths ``hidden`` then the readout.  ``conv``: for every
+    entry of ``channels`` a ``kernel x kernel`` conv (padding ``kernel // 2``) + LIF + 2x2
+    average pooling, then the ``hidden`` Linear layers and the readout.  Weights start
+    as ``N(0, init_gain^2 / fan_in)``, biases at 0.
+    """
+
+    arch: Literal["mlp", "conv"] = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+    channels: tuple[int, ...] = (16, 32)
+    kernel: int = 3
+    init_gain: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
+                 "positive integers")
+        _require(all(c >= 1 for c in self.channels) and len(self.channels) >= 1,
+                 "model.channels", self.channels, "at least one positive integer")
+        _require(self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel", self.kernel,
+                 "an odd integer >= 1")
+        _require(self.init_gain > 0, "model.init_gain", self.init_gain, "> 0")
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """Method and N:M pattern (SPEC S5, S6).
+
+    ``pattern`` is ``"n:m"``; ``dense_first``/``dense_last`` keep the first/last layer
+    dense.  A masked layer whose input size is not a multiple of ``m`` is an error.
+    ``search_fraction``: share of the steps during which spikenm/maskllm learn the mask;
+    the rest fine-tunes the weights with the final mask fixed.
+    """
+
+    method: str = "spikenm"
+    pattern: str = "2:4"
+    dense_first: bool = True
+    dense_last: bool = True
+    search_fraction: float = 0.8
+
+    def __post_init__(self) -> None:
+        _require(self.method in METHODS, "sparsity.method", self.method, f"one of {METHODS}")
+        _ = self.nm  # validates the pattern
+        _require(0.0 < self.search_fraction <= 1.0, "sparsity.search_fraction",
+                 self.search_fraction, "a number in (0, 1]")
+
+    @property
+    def nm(self) -> tuple[int, int]:
+        """``(n, m)`` parsed from ``pattern``."""
+        parts = str(self.pattern).split(":")
+        ok = len(parts) == 2 and all(p.strip().isdigit() for p in parts)
+        _require(ok, "sparsity.pattern", self.pattern, "'n:m' with integers, e.g. '2:4'")
+        n, m = int(parts[0]), int(parts[1])
+        _require(m >= 2 and 1 <= n <= m, "sparsity.pattern", self.pattern,
+                 "m >= 2 and 1 <= n <= m")
+        return n, m
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """SpikeNM sampler schedules (SPEC S5.6): temperature ``tau`` and logit scale ``kappa``
+    go from ``*_start`` to ``*_end`` over the search phase; logits are trained by Adam
+    with learning rate ``logit_lr``."""
+
+    temperature_start: float = 1.0
+    temperature_end: float = 0.2
+    temperature_schedule: str = "exp"
+    scale_start: float = 1.0
+    scale_end: float = 4.0
+    scale_schedule: str = "linear"
+    logit_lr: float = 0.02
+
+    def __post_init__(self) -> None:
+        for key in ("temperature_start", "temperature_end", "scale_start", "scale_end",
+                    "logit_lr"):
+            v = getattr(self, key)
+            _require(v > 0 and math.isfinite(v), f"sampler.{key}", v, "a finite number > 0")
+        for key in ("temperature_schedule", "scale_schedule"):
+            v = getattr(self, key)
+            _require(v in SCHEDULES, f"sampler.{key}", v, f"one of {SCHEDULES}")
+
+
+@dataclass(frozen=True)
+class EIDConfig:
+    """Eligibility-inspired distillation (SPEC S2, S5.7).
+
+    ``weight`` is ``lambda_eid``, warmed up linearly from 0 over ``warmup_fraction`` of
+    the search phase; ``momentum`` is the running-credit ``beta`` (S2.4); ``temperature``
+    is ``tau_e`` (S2.5); ``decay`` the trace decay (negative: use ``lif.beta``).
+    """
+
+    enabled: bool = True
+    weight: float = 1.0
+    warmup_fraction: float = 0.1
+    momentum: float = 0.9
+    temperature: float = 1.0
+    decay: float = -1.0
+
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0 and math.isfinite(self.weight), "eid.weight", self.weight,
+                 "a finite number >= 0")
+        _require(0.0 <= self.warmup_fraction <= 1.0, "eid.warmup_fraction",
+                 self.warmup_fraction, "a number in [0, 1]")
+        _require(0.0 <= self.momentum < 1.0, "eid.momentum", self.momentum, "in [0, 1)")
+        _require(self.temperature > 0, "eid.temperature", self.temperature, "> 0")
+        _require(self.decay < 0 or self.decay <= 1.0, "eid.decay", self.decay,
+                 "a number in [0, 1], or negative for lif.beta")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Settings of the comparison methods (SPEC S6)."""
+
+    srste_decay: float = 2e-4
+    asp_dense_fraction: float = 0.5
+    maskllm_temperature_start: float = 4.0
+    maskllm_temperature_end: float = 0.05
+    maskllm_scale_start: float = 100.0
+    maskllm_scale_end: float = 500.0
+    maskllm_logit_lr: float = 2e-4
+
+    def __post_init__(self) -> None:
+        _require(self.srste_decay >= 0, "baselines.srste_decay", self.srste_decay, ">= 0")
+        _require(0.0 < self.asp_dense_fraction < 1.0, "baselines.asp_dense_fraction",
+                 self.asp_dense_fraction, "a number in (0, 1)")
+        for key in ("maskllm_temperature_start", "maskllm_temperature_end",
+                    "maskllm_scale_start", "maskllm_scale_end", "maskllm_logit_lr"):
+            v = getattr(self, key)
+            _require(v > 0 and math.isfinite(v), f"baselines.{key}", v, "a finite number > 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Weight optimizer and budget.  ``lr_schedule``: ``cosine`` (to 0 over the run) or
+    ``constant``.  ``epochs`` is the whole budget of every method."""
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    epochs: int = 30
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0 and math.isfinite(self.lr), "optim.lr", self.lr, "> 0")
+        _require(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "in [0, 1)")
+        _require(0.0 <= self.beta1 < 1.0, "optim.beta1", self.beta1, "in [0, 1)")
+        _require(0.0 <= self.beta2 < 1.0, "optim.beta2", self.beta2, "in [0, 1)")
+        _require(self.eps > 0, "optim.eps", self.eps, "> 0")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        _require(self.epochs >= 1, "optim.epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "optim.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Seed, backend, dtype and output.  ``out`` empty: no files are written.
+    ``checkpoint_every``: steps between checkpoints (0: at every epoch end);
+    ``log_every``: steps between progress records; ``eval_every``: epochs between test
+    evaluations (0: only at the end)."""
+
+    seed: int = 0
+    backend: Literal["numpy", "torch", "jax"] = "numpy"
+    dtype: Literal["float32", "float64"] = "float32"
+    out: str = ""
+    checkpoint_every: int = 0
+    log_every: int = 50
+    eval_every: int = 1
+    eval_batch_size: int = 500
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "run.seed", self.seed, "an integer >= 0")
+        _require(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every,
+                 ">= 0")
+        _require(self.log_every >= 1, "run.log_every", self.log_every, ">= 1")
+        _require(self.eval_every >= 0, "run.eval_every", self.eval_every, ">= 0")
+        _require(self.eval_batch_size >= 1, "run.eval_batch_size", self.eval_batch_size, ">= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole configuration of one training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lif: LIFConfig = field(default_factory=LIFConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    eid: EIDConfig = field(default_factory=EIDConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__  # type: ignore[misc]
+                             for f in fields(TrainConfig)}
+
+
+# -- conversion ---------------------------------------------------------------------------
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the field type ``hint``; strings (from flags) are parsed."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        _require(value in choices, key, value, f"one of {choices}")
+        return value
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        _require(isinstance(value, bool), key, value, "true or false")
+        return value
+    if hint is int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} is invalid; expected an integer") from None
+        _require(isinstance(value, int) and not isinstance(value, bool), key, value,
+                 "an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}={value!r} is invalid; expected a number") from None
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
+                 "a number")
+        _require(math.isfinite(float(value)), key, value, "a finite number")
+        return float(value)
+    if hint is str:
+        _require(isinstance(value, str), key, value, "a string")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v != ""]
+        _require(isinstance(value, (list, tuple)), key, value, "a list of integers")
+        return tuple(_coerce(key, v, int) for v in value)
+    raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
+
+
+def _section_from_dict(name: str, cls: type, values: dict[str, Any], base: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table of key = value, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    changes = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {name}.{key}; expected one of {sorted(known)}"
+            )
+        changes[key] = _coerce(f"{name}.{key}", value, hints[key])
+    return replace(base, **changes)
+
+
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """A `TrainConfig` from nested ``{section: {key: value}}`` (TOML/JSON structure),
+    starting from ``base`` (defaults when None)."""
+    cfg = base or TrainConfig()
+    if not isinstance(values, dict):
+        raise ConfigError(f"a configuration must be a table of sections, got {values!r}")
+    for section, table in values.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]; expected one of {sorted(SECTIONS)}"
+            )
+        current = getattr(cfg, section)
+        cfg = replace(cfg, **{section: _section_from_dict(section, SECTIONS[section],
+                                                          table, current)})
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["section.key=value", ...]`` as a nested dict of strings."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} is invalid; expected section.key=value")
+        path, value = item.split("=", 1)
+        section, key = path.strip().split(".", 1)
+        out.setdefault(section, {})[key] = value.strip()
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested dict in a ``.toml`` or ``.json`` file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"configuration file {str(p)!r} does not exist")
+    text = p.read_bytes()
+    if p.suffix == ".toml":
+        try:
+            return tomllib.loads(text.decode("utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    if p.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: invalid JSON: {exc}") from None
+    raise ConfigError(f"configuration file {str(p)!r} must end in .toml or .json")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the file at ``path`` (if any), then ``overrides`` (flags win)."""
+    cfg = TrainConfig()
+    if path is not None:
+        cfg = config_from_dict(read_config_file(path), cfg)
+    if overrides:
+        cfg = config_from_dict(parse_overrides(overrides), cfg)
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """Nested plain dict (tuples as lists), suitable for JSON and for `config_from_dict`."""
+    out = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(out))
+
+
+__all__ = [
+    "BaselineConfig", "ConfigError", "DataConfig", "EIDConfig", "LIFConfig", "ModelConfig",
+    "OptimConfig", "RunConfig", "SamplerConfig", "SparsityConfig", "TrainConfig",
+    "METHODS", "DATASETS", "SCHEDULES", "config_from_dict", "config_to_dict",
+    "load_config", "parse_overrides", "read_config_file",
+]

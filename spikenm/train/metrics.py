@@ -1,0 +1,97 @@
+"""Metrics: JSON-lines log, plain-text progress lines and the end-of-run summary text."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+
+@dataclass
+class MetricsLog:
+    """Appends one JSON object per line to ``path`` (nothing is written when None) and
+    keeps the records of this process in ``records``."""
+
+    path: Path | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only records of steps ``<= step`` (before resuming from a checkpoint taken
+        at ``step``); the file is rewritten atomically and its records loaded."""
+        if self.path is None or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            if int(record.get("step", 0)) <= step and record.get("type") != "summary":
+                kept.append(record)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        os.replace(tmp, self.path)
+        self.records = kept
+
+
+def progress_line(record: dict[str, Any], total_steps: int, epochs: int) -> str:
+    """One plain-text progress line for a ``train`` or ``eval`` record."""
+    if record["type"] == "eval":
+        return (f"epoch {record['epoch']:>3}/{epochs}  test loss {record['test_loss']:.4f}  "
+                f"test acc {record['test_acc']:.4f}")
+    parts = [f"step {record['step']:>6}/{total_steps}", f"epoch {record['epoch']:>3}/{epochs}",
+             f"loss {record['loss']:.4f}", f"acc {record['acc']:.4f}",
+             f"phase {record['phase']}"]
+    if record.get("flip_rate") is not None:
+        parts.append(f"flip {record['flip_rate']:.4f}")
+    if record.get("temperature"):
+        parts.append(f"tau {record['temperature']:.3g} kappa {record['scale']:.3g}")
+    parts.append(f"lr {record['lr']:.2e}")
+    parts.append(f"{record['ms_per_step']:.1f} ms/step")
+    return "  ".join(parts)
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """Human-readable end summary."""
+    lines = [
+        f"method {summary['method']}  pattern {summary['pattern']}  backend "
+        f"{summary['backend']}  data {summary['data']}  seed {summary['seed']}",
+        f"test accuracy {summary['test_acc']:.4f}  (loss {summary['test_loss']:.4f}, "
+        f"{summary['test_count']} samples)",
+    ]
+    for row in summary["layers"]:
+        status = row["check"]
+        lines.append(f"  layer {row['layer']} {row['shape']}: {row['pattern']} {status}"
+                     + (f", kept {row['kept_fraction']:.3f}" if row["masked"] else ""))
+    rates = ", ".join(f"{r:.3f}" for r in summary["firing_rates"])
+    lines.append(f"firing rates (test) per LIF layer: {rates}")
+    if summary["flip_rate"] is not None:
+        lines.append(f"mask flip rate (search phase mean): {summary['flip_rate']:.4f}")
+    lines.append(f"wall time {summary['seconds']:.1f} s ({summary['steps']} steps)")
+    return "\n".join(lines)
+
+
+def printer(stream: TextIO | None) -> Callable[[str], None]:
+    """A print function writing to ``stream`` (flushed), or a no-op for None."""
+    if stream is None:
+        return lambda text: None
+
+    def emit(text: str) -> None:
+        stream.write(text + "\n")
+        stream.flush()
+
+    return emit

@@ -1,0 +1,668 @@
+"""The JAX backend against SPEC.md and the NumPy reference, through `spikenm.api`.
+
+Every test names the clause it checks.  Values are compared with the tolerances of
+SPEC S0.6: masks, indices and packed values exactly; other floats with
+``rtol = atol = 4 * sqrt(eps)``; gradients after scaling by their largest magnitude.
+
+64-bit types: each test runs inside ``with jax.enable_x64(True):`` (an autouse fixture),
+so float64 stays float64 here without changing the global flag for other test modules;
+tests about the 32-bit default enter ``jax.enable_x64(False)`` themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
+
+import spikenm.backends.jax as jb
+import spikenm.reference as ref
+from spikenm import api
+from spikenm.packed import Packed
+from spikenm.protocol import Backend, missing_members
+
+FLOATS = (np.float32, np.float64)
+PATTERNS = ((1, 2), (1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (4, 8), (3, 3), (8, 16))
+PACK_DTYPES = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64, np.int8)
+
+
+@pytest.fixture(autouse=True)
+def _x64() -> Iterator[None]:
+    """64-bit types for this test only (a thread-local context, not the global flag)."""
+    with jax.enable_x64(True):
+        yield
+
+
+# -- comparison helpers -------------------------------------------------------------------
+
+def _rtol(dtype: Any) -> float:
+    """``4 * sqrt(eps(dtype))`` (SPEC S0.6)."""
+    return 4.0 * math.sqrt(float(np.finfo(dtype).eps))
+
+
+def _assert_jax(got: Any, dtype: Any, shape: tuple[int, ...]) -> None:
+    """A JAX array of the caller's dtype and the expected shape (jax in, jax out)."""
+    assert isinstance(got, jax.Array), f"expected a jax.Array, got {type(got)}"
+    assert got.dtype == np.dtype(dtype), f"dtype {got.dtype}, expected {np.dtype(dtype)}"
+    assert got.shape == shape, f"shape {got.shape}, expected {shape}"
+
+
+def _assert_close(got: Any, want: np.ndarray, dtype: Any) -> None:
+    """``|a - b| <= atol + rtol * |b|`` with ``atol = rtol`` (order-one quantities)."""
+    tol = _rtol(dtype)
+    np.testing.assert_allclose(jb.to_numpy(got), want, rtol=tol, atol=tol)
+
+
+def _assert_grad_close(got: Any, want: np.ndarray, dtype: Any) -> None:
+    """Gradients compared after scaling by their largest magnitude (SPEC S0.6)."""
+    got_np = jb.to_numpy(got)
+    assert got_np.shape == want.shape
+    scale = max(float(np.max(np.abs(want))), np.finfo(np.float64).tiny)
+    err = float(np.max(np.abs(got_np - want))) / scale
+    assert err <= _rtol(dtype), f"scaled gradient error {err} > {_rtol(dtype)}"
+
+
+def _normal(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+def _ties(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Scores from {-1, -0, 0, 1}: most blocks have ties, and -0.0 == 0.0."""
+    choices = np.array([-1.0, -0.0, 0.0, 1.0])
+    return np.random.default_rng(seed).choice(choices, size=shape).astype(dtype)
+
+
+def _gumbel(seed: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    return ref.gumbel_like(np.zeros(shape, dtype), seed)
+
+
+def _j(a: np.ndarray) -> jax.Array:
+    return jb.from_numpy(a)
+
+
+pattern = st.sampled_from(PATTERNS)
+float_dtype = st.sampled_from(FLOATS)
+seed = st.integers(0, 2**32 - 1)
+rows = st.integers(1, 3)
+blocks = st.integers(1, 3)
+temperature = st.sampled_from((0.25, 0.5, 1.0, 2.0))
+scale = st.sampled_from((1.0, 0.5, 3.0))
+
+
+# -- protocol and array plumbing ----------------------------------------------------------
+
+def test_protocol_backend_module_is_complete() -> None:
+    """protocol.Backend: the module is the backend object, with every member."""
+    assert jb.BACKEND is jb
+    assert jb.name == "jax"
+    assert jb.differentiable is True
+    assert missing_members(jb) == []
+    assert isinstance(jb, Backend)
+    assert api.backend_for(x=jnp.zeros(2)) is jb
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [(jnp.float32, "float32"), (jnp.float64, "float64"), (jnp.bfloat16, "bfloat16"),
+     (jnp.float16, "float16"), (jnp.int8, "int8"), (jnp.uint8, "uint8"),
+     (jnp.int32, "int32"), (jnp.bool_, "bool")],
+)
+def test_S0_4_dtype_name_is_canonical(dtype: Any, expected: str) -> None:
+    """S0.4: dtypes are named canonically, for arrays and tracers alike."""
+    x = jnp.zeros(3, dtype)
+    assert jb.dtype_name(x) == expected
+    seen: list[str] = []
+    jax.jit(lambda v: seen.append(jb.dtype_name(v)) or v)(x)
+    assert seen == [expected]
+
+
+def test_S0_5_all_finite_bool_for_values_none_for_tracers() -> None:
+    """S0.5: all_finite is a Python bool on values and None on tracers (check skipped)."""
+    assert jb.all_finite(jnp.array([1.0, 2.0])) is True
+    assert jb.all_finite(jnp.array([1.0, jnp.nan])) is False
+    assert jb.all_finite(jnp.array([-jnp.inf], jnp.float32)) is False
+    assert jb.all_finite(jnp.arange(3)) is True
+    seen: list[Any] = []
+    jax.jit(lambda v: seen.append(jb.all_finite(v)) or v)(jnp.ones(2))
+    jax.grad(lambda v: seen.append(jb.all_finite(v)) or jnp.sum(v))(jnp.ones(2))
+    jax.vmap(lambda v: seen.append(jb.all_finite(v)) or v)(jnp.ones((2, 2)))
+    assert seen == [None, None, None]
+
+
+@pytest.mark.parametrize("dtype", PACK_DTYPES + (np.bool_, np.uint8))
+def test_S0_4_numpy_round_trip_keeps_dtype_and_bits(dtype: Any) -> None:
+    """S0.4: from_numpy/to_numpy keep dtype and bits; bfloat16 comes back as uint16 bits."""
+    a = np.array([0.0, -0.0, 1.5, -2.0, 3.0, 0.0]).astype(dtype)
+    x = jb.from_numpy(a)
+    assert isinstance(x, jax.Array) and x.dtype == a.dtype
+    back = jb.to_numpy(x)
+    if np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16):
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(back, a.view(np.uint16))
+    else:
+        assert back.dtype == a.dtype
+        np.testing.assert_array_equal(back.view(np.uint8), a.view(np.uint8))
+    back[0] = 1  # a writeable copy
+    like = jb.from_numpy(a[:1], like=x)
+    assert like.devices() == x.devices()
+
+
+def test_S0_4_from_numpy_refuses_silent_64_bit_truncation() -> None:
+    """S0.4: float64 input stays float64; with 64-bit types off that is an error, not a cast."""
+    with jax.enable_x64(False):
+        with pytest.raises(TypeError, match=r"float64 .*jax_enable_x64"):
+            jb.from_numpy(np.zeros(2, np.float64))
+        with pytest.raises(TypeError, match="int64"):
+            jb.from_numpy(np.zeros(2, np.int64))
+        assert jb.from_numpy(np.zeros(2, np.float32)).dtype == np.float32
+    assert jb.from_numpy(np.zeros(2, np.float64)).dtype == np.float64
+
+
+def test_S0_4_S0_5_api_errors_on_jax_arrays() -> None:
+    """S0.4/S0.5: bad dtypes, mixed frameworks, NaN and bad scalars raise clear errors."""
+    g = jnp.zeros(8, jnp.float32)
+    with pytest.raises(TypeError, match="cast to float32"):
+        api.sample_mask(jnp.zeros(8, jnp.bfloat16), 2, 4, noise=g.astype(jnp.bfloat16))
+    with pytest.raises(TypeError, match="cast to float32"):
+        api.topn_mask(jnp.zeros(8, jnp.float16), 2, 4)
+    with pytest.raises(TypeError, match="float32 or float64, got int32"):
+        api.block_probs(jnp.zeros(8, jnp.int32), 4)
+    with pytest.raises(TypeError, match="different frameworks"):
+        api.sample_mask(np.zeros(8, np.float32), 2, 4, noise=g)
+    with pytest.raises(TypeError, match="dtypes must match"):
+        api.sample_mask(jnp.zeros(8, jnp.float64), 2, 4, noise=g)
+    with pytest.raises(ValueError, match=r"logits contains NaN or inf \(first at index \(5,\)"):
+        api.sample_mask(g.at[5].set(jnp.nan), 2, 4, noise=g)
+    with pytest.raises(ValueError, match="positive multiple of m=4"):
+        api.topn_mask(jnp.zeros(6, jnp.float32), 2, 4)
+    with pytest.raises(ValueError, match=r"temperature=1e-50 is 0.0 in float32"):
+        api.relaxed_topn(g, 2, 4, temperature=1e-50)
+    with pytest.raises(ValueError, match=r"scale=1e\+300 is inf in float32"):
+        api.block_probs(g, 4, scale=1e300)
+
+
+def test_S0_5_value_checks_are_skipped_under_jit() -> None:
+    """S0.5: inside jax.jit the NaN check cannot run and is skipped (no error)."""
+    bad = jnp.zeros(8, jnp.float32).at[1].set(jnp.nan)
+    out = jax.jit(lambda l: api.topn_mask(l, 2, 4))(bad)
+    assert out.shape == (8,)
+
+
+# -- S1.6 Gumbel noise ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S1_6_gumbel_reproducible_finite_and_shaped(dtype: Any) -> None:
+    """S1.6: same seed, same numbers; another seed, other numbers; x's shape and dtype."""
+    x = jnp.zeros((7, 12), dtype)
+    g1, g2, g3 = api.gumbel_like(x, 3), api.gumbel_like(x, 3), api.gumbel_like(x, 4)
+    _assert_jax(g1, dtype, (7, 12))
+    np.testing.assert_array_equal(jb.to_numpy(g1), jb.to_numpy(g2))
+    assert not np.array_equal(jb.to_numpy(g1), jb.to_numpy(g3))
+    assert bool(jnp.isfinite(g1).all())
+    jitted = jax.jit(lambda v: api.gumbel_like(v, 3))(x)
+    _assert_close(jitted, jb.to_numpy(g1), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S1_6_gumbel_matches_prngkey_of_the_seed(dtype: Any) -> None:
+    """S1.6: JAX noise is -log(-log u), u uniform from PRNGKey(seed), on (tiny, 1)."""
+    for s in (0, 12345, 2**40 + 7):
+        key = jax.random.PRNGKey(s)
+        u = jax.random.uniform(key, (5, 4), dtype, minval=np.finfo(dtype).tiny, maxval=1.0)
+        want = -jnp.log(-jnp.log(u))
+        np.testing.assert_array_equal(
+            jb.to_numpy(api.gumbel_like(jnp.zeros((5, 4), dtype), s)), jb.to_numpy(want)
+        )
+
+
+def test_S1_6_gumbel_float32_ignores_the_x64_flag_and_large_seeds() -> None:
+    """S1.6: float32 noise of a seed is the same with 64-bit types on or off, also for
+    seeds >= 2**32 (which PRNGKey truncates when they are off); seeds >= 2**64 raise."""
+    x64_on = [jb.to_numpy(api.gumbel_like(jnp.zeros(6, jnp.float32), s)) for s in (9, 2**40)]
+    with jax.enable_x64(False):
+        x64_off = [jb.to_numpy(api.gumbel_like(jnp.zeros(6, jnp.float32), s)) for s in (9, 2**40)]
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64 - 1\]"):
+            api.gumbel_like(jnp.zeros(6, jnp.float32), 2**64)
+    for on, off in zip(x64_on, x64_off):
+        np.testing.assert_array_equal(on, off)
+    assert not np.array_equal(x64_on[0], x64_on[1])
+    with pytest.raises(ValueError, match="non-negative integer"):
+        api.gumbel_like(jnp.zeros(6, jnp.float32), -1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S1_6_gumbel_distribution_ks(dtype: Any) -> None:
+    """S1.6: KS test against F(g) = exp(-exp(-g)) (fixed seed: deterministic)."""
+    g = jb.to_numpy(api.gumbel_like(jnp.zeros(20_000, dtype), 2024)).astype(np.float64)
+    result = scipy.stats.kstest(g, lambda t: np.exp(-np.exp(-t)))
+    assert result.pvalue > 1e-3, result
+    assert abs(g.mean() - np.euler_gamma) < 0.03
+
+
+# -- S1.1-S1.5, S1.7 sampler -----------------------------------------------------------------
+
+@given(pattern, float_dtype, seed, rows, blocks, st.booleans())
+def test_S1_2_topn_matches_reference_with_ties(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, block_axis_first: bool,
+) -> None:
+    """S1.2: exactly the reference's mask (ties to the lower index, -0.0 == 0.0), along
+    either axis, n ones per block, the input's dtype."""
+    n, m = nm
+    scores = (_ties if s % 2 else _normal)(s, (r, g * m), dtype)
+    axis = 1
+    if block_axis_first:
+        scores, axis = np.ascontiguousarray(scores.T), 0
+    got = api.topn_mask(_j(scores), n, m, axis=axis)
+    _assert_jax(got, dtype, scores.shape)
+    want = api.topn_mask(scores, n, m, axis=axis)
+    np.testing.assert_array_equal(jb.to_numpy(got), want)
+    per_block = np.moveaxis(jb.to_numpy(got), axis, -1).reshape(-1, m).sum(-1)
+    assert np.all(per_block == n)
+
+
+def test_S1_2_S1_8_tie_rule_examples() -> None:
+    """S1.2/S1.8: lower index wins a tie; -0.0 ties with 0.0; final_mask is topn."""
+    got = api.topn_mask(jnp.array([0.3, 0.1, 0.3, 0.2, 0.0, -0.0, 0.0, -1.0]), 2, 4)
+    np.testing.assert_array_equal(jb.to_numpy(got), [1, 0, 1, 0, 1, 1, 0, 0])
+    got = api.final_mask(jnp.array([0.5, 2.0, -1.0, 2.0]), 1, 4)
+    np.testing.assert_array_equal(jb.to_numpy(got), [0, 1, 0, 0])
+
+
+@given(pattern, float_dtype, seed, rows, blocks, temperature)
+def test_S1_3_relaxed_topn_matches_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float,
+) -> None:
+    """S1.3: the successive-softmax soft mask equals the reference; blocks sum to n."""
+    n, m = nm
+    scores = _normal(s, (r, g * m), dtype) * 2
+    got = api.relaxed_topn(_j(scores), n, m, temperature=tau)
+    _assert_jax(got, dtype, scores.shape)
+    _assert_close(got, api.relaxed_topn(scores, n, m, temperature=tau), dtype)
+    sums = jb.to_numpy(got).reshape(-1, m).sum(-1)
+    np.testing.assert_allclose(sums, n, rtol=_rtol(dtype))
+
+
+def test_S1_3_relaxed_topn_tends_to_hard_mask() -> None:
+    """S1.3: s -> h as tau -> 0 when the top n + 1 keys have no ties."""
+    v = jnp.array([3.0, 0.0, 2.0, -1.0, 0.5, 0.25, 1.0, 2.5])
+    s = api.relaxed_topn(v, 2, 4, temperature=0.01)
+    np.testing.assert_allclose(jb.to_numpy(s), jb.to_numpy(api.topn_mask(v, 2, 4)), atol=1e-6)
+
+
+@given(pattern, float_dtype, seed, rows, blocks, temperature, scale, st.booleans())
+def test_S1_4_sample_mask_matches_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float, kappa: float,
+    hard: bool,
+) -> None:
+    """S1.1/S1.4: hard masks equal the reference exactly, soft masks within S0.6."""
+    n, m = nm
+    shape = (r, g * m)
+    logits = (_ties if s % 3 == 0 else _normal)(s, shape, dtype)
+    noise = _gumbel(s, shape, dtype) if s % 3 else np.zeros(shape, dtype)
+    kwargs = dict(noise=None, temperature=tau, scale=kappa, hard=hard)
+    got = api.sample_mask(_j(logits), n, m, **{**kwargs, "noise": _j(noise)})
+    want = api.sample_mask(logits, n, m, **{**kwargs, "noise": noise})
+    _assert_jax(got, dtype, shape)
+    if hard:
+        np.testing.assert_array_equal(jb.to_numpy(got), want)
+    else:
+        _assert_close(got, want, dtype)
+
+
+@given(pattern, float_dtype, seed, rows, blocks, temperature, scale, st.booleans())
+def test_S1_5_grad_through_api_equals_reference_vjp(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float, kappa: float,
+    hard: bool,
+) -> None:
+    """S1.5: jax.grad through api.sample_mask equals the reference's hand-written VJP
+    (straight-through for hard=True), and the protocol's sample_mask_vjp agrees."""
+    n, m = nm
+    shape = (r, g * m)
+    logits, noise = _normal(s, shape, dtype), _gumbel(s, shape, dtype)
+    cot = _normal(s + 1, shape, dtype)
+    want = ref.sample_mask_vjp(logits, noise, n, m, tau, kappa, hard, cot)
+
+    def loss(l: jax.Array) -> jax.Array:
+        out = api.sample_mask(l, n, m, noise=_j(noise), temperature=tau, scale=kappa, hard=hard)
+        return jnp.sum(_j(cot) * out)
+
+    got = jax.grad(loss)(_j(logits))
+    _assert_jax(got, dtype, shape)
+    _assert_grad_close(got, want, dtype)
+    vjp = jb.sample_mask_vjp(_j(logits), _j(noise), n, m, tau, kappa, hard, _j(cot))
+    _assert_grad_close(vjp, want, dtype)
+
+
+@given(pattern, float_dtype, seed, rows, blocks, temperature)
+def test_S1_5_relaxed_topn_vjp_equals_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float,
+) -> None:
+    """S1.5: VJP_s by jax.grad / jax.vjp equals the reference's reverse recursion."""
+    n, m = nm
+    scores, cot = _normal(s, (r, g * m), dtype), _normal(s + 1, (r, g * m), dtype)
+    want = ref.relaxed_topn_vjp(scores, n, m, tau, cot)
+    got = jax.grad(lambda v: jnp.sum(_j(cot) * api.relaxed_topn(v, n, m, temperature=tau)))(
+        _j(scores)
+    )
+    _assert_grad_close(got, want, dtype)
+    _assert_grad_close(jb.relaxed_topn_vjp(_j(scores), n, m, tau, _j(cot)), want, dtype)
+
+
+def test_S1_5_saturated_blocks_have_finite_gradients() -> None:
+    """S1.5: where 1 - a_j underflows to 0 the max(., eps) branch has zero derivative, so
+    gradients stay finite and equal the reference."""
+    logits = np.array([[200.0, 0.0, -50.0, 1.0]], np.float32)
+    noise, cot = np.zeros_like(logits), np.array([[1.0, -2.0, 0.5, 3.0]], np.float32)
+    want = ref.sample_mask_vjp(logits, noise, 2, 4, 0.1, 1.0, True, cot)
+    got = jb.sample_mask_vjp(_j(logits), _j(noise), 2, 4, 0.1, 1.0, True, _j(cot))
+    assert bool(jnp.isfinite(got).all())
+    _assert_grad_close(got, want, np.float32)
+
+
+def test_S1_5_noise_and_hard_mask_receive_no_gradient() -> None:
+    """S1.5: the noise gets a zero gradient; hard and soft masks give the same gradient."""
+    logits, noise = jnp.asarray(_normal(1, (2, 8), np.float32)), api.gumbel_like(
+        jnp.zeros((2, 8), jnp.float32), 1
+    )
+    cot = jnp.asarray(_normal(2, (2, 8), np.float32))
+
+    def loss(l: jax.Array, g: jax.Array, hard: bool) -> jax.Array:
+        return jnp.sum(cot * api.sample_mask(l, 2, 4, noise=g, scale=2.0, hard=hard))
+
+    gl_hard, gg = jax.grad(loss, argnums=(0, 1))(logits, noise, True)
+    gl_soft = jax.grad(loss)(logits, noise, False)
+    np.testing.assert_array_equal(jb.to_numpy(gg), 0.0)
+    np.testing.assert_array_equal(jb.to_numpy(gl_hard), jb.to_numpy(gl_soft))
+
+
+@given(pattern, float_dtype, seed, rows, blocks, scale)
+def test_S1_7_block_probs_matches_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, kappa: float,
+) -> None:
+    """S1.7: p = softmax_block(scale * logits) equals the reference."""
+    _, m = nm
+    logits = _normal(s, (r, g * m), dtype) * 3
+    got = api.block_probs(_j(logits), m, scale=kappa)
+    _assert_jax(got, dtype, logits.shape)
+    _assert_close(got, api.block_probs(logits, m, scale=kappa), dtype)
+
+
+# -- jit / grad / vmap through the api -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S1_4_sample_mask_under_jit_grad_vmap(dtype: Any) -> None:
+    """S1.4/S1.5 under jax.jit, jax.grad and jax.vmap, through the api as a user writes it."""
+    shape = (5, 16)
+    logits, noise = _normal(7, shape, dtype), _gumbel(7, shape, dtype)
+    want = api.sample_mask(logits, 2, 4, noise=noise)
+    jitted = jax.jit(lambda l, g: api.sample_mask(l, 2, 4, noise=g))(_j(logits), _j(noise))
+    _assert_jax(jitted, dtype, shape)
+    np.testing.assert_array_equal(jb.to_numpy(jitted), want)
+
+    batched = jax.vmap(lambda l, g: api.sample_mask(l, 2, 4, noise=g))(_j(logits), _j(noise))
+    np.testing.assert_array_equal(jb.to_numpy(batched), want)
+    batched_soft = jax.vmap(
+        lambda l, g: api.sample_mask(l, 2, 4, noise=g, hard=False, temperature=0.5)
+    )(_j(logits), _j(noise))
+    _assert_close(batched_soft, api.sample_mask(logits, 2, 4, noise=noise, hard=False,
+                                                temperature=0.5), dtype)
+
+    cot = _normal(8, shape, dtype)
+    grad = jax.jit(jax.grad(
+        lambda l: jnp.sum(_j(cot) * api.sample_mask(l, 2, 4, noise=_j(noise), scale=2.0))
+    ))(_j(logits))
+    _assert_grad_close(grad, ref.sample_mask_vjp(logits, noise, 2, 4, 1.0, 2.0, True, cot), dtype)
+    per_example = jax.vmap(jax.grad(
+        lambda l, g, c: jnp.sum(c * api.sample_mask(l, 2, 4, noise=g, scale=2.0))
+    ))(_j(logits), _j(noise), _j(cot))
+    _assert_grad_close(
+        per_example, ref.sample_mask_vjp(logits, noise, 2, 4, 1.0, 2.0, True, cot), dtype
+    )
+
+
+def test_S1_6_S1_4_sampling_inside_jit_with_fresh_noise() -> None:
+    """S1.6/S1.4: noise drawn inside the jitted function gives the eager mask."""
+    logits = jnp.asarray(_normal(3, (4, 8), np.float32))
+
+    def step(l: jax.Array) -> jax.Array:
+        return api.sample_mask(l, 1, 4, noise=api.gumbel_like(l, 11))
+
+    eager = step(logits)
+    jitted = jax.jit(step)(logits)
+    np.testing.assert_array_equal(jb.to_numpy(jitted), jb.to_numpy(eager))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S1_S2_every_math_function_traces_under_jit_and_vmap(dtype: Any) -> None:
+    """S1.2, S1.3, S1.7, S2.3, S2.5, S2.6: jit and vmap give the eager (reference) values."""
+    logits = _normal(5, (3, 8), dtype)
+    targets = ref.eid_targets(np.abs(_normal(6, (3, 8), dtype)), 4, 1.0)
+    x, d, w = _normal(1, (4, 2, 8), dtype), _normal(2, (4, 2, 3), dtype), _normal(3, (3, 8), dtype)
+    cases = [
+        (lambda l: api.topn_mask(l, 2, 4), (logits,), True),
+        (lambda l: api.relaxed_topn(l, 2, 4, temperature=0.5), (logits,), False),
+        (lambda l: api.block_probs(l, 4, scale=2.0), (logits,), False),
+        (lambda c: api.eid_targets(c, 4, temperature=0.5), (np.abs(logits),), False),
+        (lambda l, q: api.eid_loss(l, q, 4, scale=2.0), (logits, targets), False),
+        (lambda a, b, c: api.eligibility_credit(a, b, c, decay=0.5), (x, d, w), False),
+    ]
+    for fn, args, exact in cases:
+        want = fn(*args)
+        got = jax.jit(fn)(*map(_j, args))
+        _assert_jax(got, dtype, np.shape(want))
+        if exact:
+            np.testing.assert_array_equal(jb.to_numpy(got), want)
+        else:
+            _assert_close(got, want, dtype)
+    batched = jax.vmap(lambda l, q: api.eid_loss(l, q, 4))(_j(logits), _j(targets))
+    want = [api.eid_loss(logits[i], targets[i], 4) for i in range(3)]
+    _assert_close(batched, np.array(want), dtype)
+    stacked = jax.vmap(lambda a, b: api.eligibility_credit(a, b, _j(w), decay=0.5),
+                       in_axes=1, out_axes=0)(_j(x), _j(d))
+    for b in range(2):
+        _assert_close(stacked[b], api.eligibility_credit(x[:, b:b + 1], d[:, b:b + 1], w,
+                                                         decay=0.5), dtype)
+
+
+# -- S2 EID ------------------------------------------------------------------------------
+
+@given(float_dtype, seed, st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
+       st.sampled_from((0.0, 0.5, 0.9, 1.0)), st.booleans())
+def test_S2_3_eligibility_credit_matches_reference(
+    dtype: Any, s: int, t: int, b: int, o: int, decay: float, spikes: bool,
+) -> None:
+    """S2.1-S2.3: trace recursion and credit equal the reference (spikes or analog x)."""
+    k = 8
+    x = _normal(s, (t, b, k), dtype)
+    if spikes:
+        x = (x > 0).astype(dtype)
+    d, w = _normal(s + 1, (t, b, o), dtype), _normal(s + 2, (o, k), dtype)
+    got = api.eligibility_credit(_j(x), _j(d), _j(w), decay=decay)
+    _assert_jax(got, dtype, (o, k))
+    want = api.eligibility_credit(x, d, w, decay=decay)
+    tol = _rtol(dtype) * max(1.0, float(np.max(want)))
+    np.testing.assert_allclose(jb.to_numpy(got), want, rtol=_rtol(dtype), atol=tol)
+    assert bool((got >= 0).all())
+
+
+@given(pattern, float_dtype, seed, rows, blocks, temperature, st.booleans())
+def test_S2_5_eid_targets_match_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float, zeros: bool,
+) -> None:
+    """S2.5: q = softmax_block(C / (mean C + 1e-12) / tau_e), also for all-zero credits."""
+    _, m = nm
+    credits = np.zeros((r, g * m), dtype) if zeros else np.abs(_normal(s, (r, g * m), dtype))
+    got = api.eid_targets(_j(credits), m, temperature=tau)
+    _assert_jax(got, dtype, credits.shape)
+    _assert_close(got, api.eid_targets(credits, m, temperature=tau), dtype)
+
+
+@given(pattern, float_dtype, seed, rows, blocks, scale, st.booleans())
+def test_S2_6_S2_7_eid_loss_and_grad_match_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, kappa: float, one_hot: bool,
+) -> None:
+    """S2.6: the 0-d loss equals the reference (0 log 0 = 0 with one-hot targets);
+    S2.7: jax.grad equals the reference VJP and the targets get no gradient."""
+    _, m = nm
+    shape = (r, g * m)
+    logits = _normal(s, shape, dtype) * 2
+    if one_hot:
+        targets = ref.topn_mask(_normal(s + 1, shape, dtype), 1, m)
+    else:
+        targets = ref.eid_targets(np.abs(_normal(s + 1, shape, dtype)), m, 1.0)
+    loss = api.eid_loss(_j(logits), _j(targets), m, scale=kappa)
+    _assert_jax(loss, dtype, ())
+    _assert_close(loss, api.eid_loss(logits, targets, m, scale=kappa), dtype)
+
+    grad_l, grad_q = jax.grad(
+        lambda l, q: 3.0 * api.eid_loss(l, q, m, scale=kappa), argnums=(0, 1)
+    )(_j(logits), _j(targets))
+    want = ref.eid_loss_vjp(logits, targets, m, kappa, np.asarray(3.0, dtype))
+    _assert_grad_close(grad_l, want, dtype)
+    np.testing.assert_array_equal(jb.to_numpy(grad_q), 0.0)
+    vjp = jb.eid_loss_vjp(_j(logits), _j(targets), m, kappa, jnp.asarray(3.0, dtype))
+    _assert_grad_close(vjp, want, dtype)
+
+
+# -- S3 packed format --------------------------------------------------------------------
+
+def _sparse(s: int, shape: tuple[int, ...], n: int, m: int, dtype: Any) -> np.ndarray:
+    """An array with at most n non-zeros per block (some blocks fewer, some -0.0)."""
+    rng = np.random.default_rng(s)
+    keep = ref.topn_mask(rng.normal(size=shape), n, m).astype(bool)
+    keep &= rng.random(shape) < 0.8
+    vals = rng.integers(-5, 6, size=shape).astype(np.float64)
+    vals[vals == 0] = 7.0
+    out = np.where(keep, vals, np.where(rng.random(shape) < 0.3, -0.0, 0.0))
+    return out.astype(dtype)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).view(f"u{np.asarray(a).dtype.itemsize}")
+
+
+@given(pattern, st.sampled_from(PACK_DTYPES), seed, rows, blocks, st.booleans())
+def test_S3_1_S3_3_pack_unpack_match_reference_bitwise(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, use_mask: bool,
+) -> None:
+    """S3.1-S3.3: values (bits), indices and the unpacked dense equal the reference, for
+    every dtype, with and without a mask; padding per S3.2."""
+    n, m = nm
+    w = _sparse(s, (r, g * m), n, m, dtype)
+    mask = None
+    if use_mask:
+        w = _normal(s, (r, g * m), np.float64).astype(dtype)
+        mask = ref.topn_mask(np.random.default_rng(s + 1).normal(size=w.shape), n, m)
+        mask = mask.astype(np.float32)
+    got = api.pack(_j(w), n, m, mask=None if mask is None else _j(mask))
+    want = api.pack(w, n, m, mask=mask)
+    assert isinstance(got, Packed) and isinstance(got.values, jax.Array)
+    assert (got.n, got.m, got.shape, got.axis) == (want.n, want.m, want.shape, want.axis)
+    assert got.values.dtype == np.dtype(dtype) and got.indices.dtype == np.uint8
+    np.testing.assert_array_equal(_bits(np.asarray(got.values)), _bits(want.values))
+    np.testing.assert_array_equal(jb.to_numpy(got.indices), want.indices)
+    dense = api.unpack(got)
+    assert dense.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(_bits(np.asarray(dense)), _bits(api.unpack(want)))
+    np.testing.assert_array_equal(
+        jb.to_numpy(jb.block_nnz(_j(w), m)), ref.block_nnz(w, m)
+    )
+
+
+def test_S3_2_padding_examples_and_axis() -> None:
+    """S3.2: short blocks are padded with 0 at the smallest unused indices, sorted; the
+    block axis may be any axis."""
+    w = jnp.array([[0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]], jnp.float32)
+    p = api.pack(w, 2, 4)
+    np.testing.assert_array_equal(jb.to_numpy(p.values), [[0.0, 5.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(jb.to_numpy(p.indices), [[0, 3], [0, 1]])
+    p0 = api.pack(w.T, 2, 4, axis=0)
+    assert p0.axis == 0 and p0.shape == (4, 2)
+    np.testing.assert_array_equal(jb.to_numpy(api.unpack(p0)), jb.to_numpy(w.T))
+
+
+def test_S3_3_pack_refuses_dense_blocks_and_bad_masks() -> None:
+    """S3.3: more than n kept entries, or a mask with other values, raise ValueError."""
+    w = jnp.array([[1.0, 2.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0]])
+    with pytest.raises(ValueError, match=r"block 1 at \[0, 4:8\] keeps 3 entries"):
+        api.pack(w, 2, 4)
+    with pytest.raises(ValueError, match="only 0 and 1, found 2"):
+        api.pack(w, 2, 4, mask=jnp.array([[2.0, 0, 0, 0, 0, 0, 0, 0]]))
+    assert api.is_nm(w, 3, 4) and not api.is_nm(w, 2, 4)
+    with pytest.raises(ValueError, match="not 2:4 sparse"):
+        api.check_nm(w, 2, 4, name="x")
+
+
+def test_S3_3_pack_under_jit_api_refuses_backend_works() -> None:
+    """S3.3/S0.5: the api's pack needs values for its N:M check and says so under jit;
+    the backend's pack itself traces and equals the eager result."""
+    w = jnp.asarray(_sparse(0, (3, 8), 2, 4, np.float32))
+    with pytest.raises(ValueError, match=r"pack needs the values of w.*traced under jit"):
+        jax.jit(lambda a: api.pack(a, 2, 4).values)(w)
+    with pytest.raises(ValueError, match=r"pack needs the values of mask.*traced under jit"):
+        jax.jit(lambda a: api.pack(a, 2, 4, mask=(a != 0).astype(a.dtype)).values)(w)
+    with pytest.raises(ValueError, match="an N:M check needs the values of x"):
+        jax.jit(lambda a: jnp.asarray(api.is_nm(a, 2, 4)))(w)
+    eager = jb.pack(w, w, 2, 4)
+    traced = jax.jit(jb.pack, static_argnames=("n", "m"))(w, w, n=2, m=4)
+    for a, b in zip(eager, traced):
+        np.testing.assert_array_equal(jb.to_numpy(a), jb.to_numpy(b))
+    batched = jax.vmap(lambda a: jb.pack(a, a, 2, 4))(w)
+    np.testing.assert_array_equal(jb.to_numpy(batched[1]), jb.to_numpy(eager[1]))
+
+
+def test_S3_1_unpack_refuses_out_of_range_indices() -> None:
+    """S3.1/S0.5: a concrete index >= m raises instead of being dropped by the scatter."""
+    bad = Packed(jnp.ones((1, 2)), jnp.array([[1, 4]], jnp.uint8), 2, 4, (1, 4), 1)
+    with pytest.raises(ValueError, match=r"indices\[0, 1\] \(block 0\) is 4; expected a value in \[0, 4\)"):
+        api.unpack(bad)
+    with pytest.raises(ValueError, match=r"is 4; expected a value in \[0, 4\)"):
+        api.spmm(bad, jnp.ones(4))
+
+
+@given(pattern, st.sampled_from(PACK_DTYPES), seed, rows, blocks, st.sampled_from((0, 1, 3)))
+def test_S3_spmm_matches_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, p: int,
+) -> None:
+    """S3.1: spmm(packed, x) = unpack(packed) @ x, equal to the reference (exact for int8)."""
+    n, m = nm
+    w = _sparse(s, (r, g * m), n, m, dtype)
+    xshape = (g * m,) if p == 0 else (g * m, p)
+    x = np.random.default_rng(s + 1).integers(-3, 4, size=xshape).astype(dtype)
+    got = api.spmm(api.pack(_j(w), n, m), _j(x))
+    want = api.spmm(api.pack(w, n, m), x)
+    _assert_jax(got, dtype, want.shape)
+    if np.dtype(dtype).kind in "iu":
+        np.testing.assert_array_equal(jb.to_numpy(got), want)
+    else:
+        np.testing.assert_allclose(
+            np.asarray(got).astype(np.float64), want.astype(np.float64),
+            rtol=_rtol(dtype), atol=_rtol(dtype),
+        )
+
+
+def test_S3_packed_is_a_pytree_through_jit() -> None:
+    """S3.1: a Packed crosses jax.jit: arrays are leaves, n, m, shape, axis static."""
+    w = jnp.asarray(_sparse(3, (4, 16), 2, 8, np.float32))
+    p = api.pack(w, 2, 8)
+    leaves, treedef = jax.tree_util.tree_flatten(p)
+    assert len(leaves) == 2 and leaves[0] is p.values and leaves[1] is p.indices
+    same = jax.jit(lambda q: q)(p)
+    assert isinstance(same, Packed)
+    assert (same.n, same.m, same.shape, same.axis) == (2, 8, (4, 16), 1)
+    np.testing.assert_array_equal(jb.to_numpy(jax.jit(api.unpack)(p)), jb.to_numpy(w))
+    x = jnp.asarray(_normal(4, (16, 3), np.float32))
+    _assert_close(jax.jit(api.spmm)(p, x), jb.to_numpy(w) @ jb.to_numpy(x), np.float32)
+    doubled = jax.tree_util.tree_map(lambda a: a, p)
+    assert jax.tree_util.tree_structure(doubled) == treedef
+    other = api.pack(w.reshape(8, 8), 2, 8)
+    assert jax.tree_util.tree_structure(other) != treedef
