@@ -508,11 +508,7 @@ def test_S3_1_S3_2_pack_unpack_equal_reference_exactly(
     np.testing.assert_array_equal(tb.to_numpy(tb.block_nnz(wt, m)), ref.block_nnz(w, m))
 
 
-_MASK_DTYPES = [
-    pytest.param(torch.bfloat16, marks=pytest.mark.xfail(
-        strict=True, reason="api.pack checks the 0/1 mask on to_numpy's uint16 bits")),
-    torch.bool, torch.float16, torch.float32, torch.int8,
-]
+_MASK_DTYPES = (torch.bfloat16, torch.bool, torch.float16, torch.float32, torch.int8)
 
 
 @pytest.mark.parametrize("device", DEVICES)

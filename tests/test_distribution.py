@@ -49,7 +49,9 @@ def test_S1_7_first_pick_follows_block_probs(logits: np.ndarray, scale: float, s
 
 
 @pytest.mark.parametrize(("scale", "seed", "dtype"), [(1.0, 4, np.float64), (1.5, 5, np.float32)])
-def test_S1_7_unordered_pair_follows_without_replacement_probs(scale: float, seed: int, dtype: type) -> None:
+def test_S1_7_unordered_pair_follows_without_replacement_probs(
+    scale: float, seed: int, dtype: type
+) -> None:
     """2:4: P({i, j}) = p_i p_j / (1 - p_i) + p_j p_i / (1 - p_j) (chi-square, 5 dof)."""
     mask = draw_masks(LOGITS, 2, scale, seed, dtype)
     p = softmax(scale * LOGITS)

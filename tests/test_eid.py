@@ -95,7 +95,9 @@ def test_S2_3_dense_weight_gives_credit_scaled_by_abs_w() -> None:
     st.integers(0, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 3),
     st.floats(0.0, 1.0), st.integers(0, 2**31), st.sampled_from([np.float32, np.float64]),
 )
-def test_S2_3_credit_matches_python_loops(t, b, k, o, lam, seed, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_S2_3_credit_matches_python_loops(
+    t: int, b: int, k: int, o: int, lam: float, seed: int, dtype: type
+) -> None:
     rng = np.random.default_rng(seed)
     x = (rng.random((t, b, k)) < 0.5).astype(dtype)  # spikes
     d = rng.standard_normal((t, b, o)).astype(dtype)
@@ -137,7 +139,9 @@ def test_S2_5_all_zero_credits_give_uniform_targets() -> None:
     st.sampled_from([2, 4, 8]), st.integers(1, 3), st.integers(1, 4), st.floats(0.2, 5.0),
     st.integers(0, 2**31), st.sampled_from([np.float32, np.float64]),
 )
-def test_S2_5_targets_match_numpy_formula(m, rows, groups, tau, seed, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_S2_5_targets_match_numpy_formula(
+    m: int, rows: int, groups: int, tau: float, seed: int, dtype: type
+) -> None:
     rng = np.random.default_rng(seed)
     c = (rng.random((rows, groups * m)) * 10).astype(dtype)
     q = api.eid_targets(c, m, temperature=tau)
@@ -192,7 +196,9 @@ def test_S2_6_loss_stays_finite_where_p_underflows() -> None:
     st.sampled_from([2, 4, 8]), st.integers(1, 3), st.integers(1, 3), st.floats(0.2, 4.0),
     st.integers(0, 2**31), st.sampled_from([np.float32, np.float64]), st.booleans(),
 )
-def test_S2_6_loss_matches_python_formula(m, rows, groups, scale, seed, dtype, zeros) -> None:  # type: ignore[no-untyped-def]
+def test_S2_6_loss_matches_python_formula(
+    m: int, rows: int, groups: int, scale: float, seed: int, dtype: type, zeros: bool
+) -> None:
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((rows, groups * m)).astype(dtype)
     q = softmax_np(rng.standard_normal((rows, groups, m)))
@@ -210,7 +216,8 @@ def test_S2_6_loss_matches_python_formula(m, rows, groups, scale, seed, dtype, z
 def test_S2_6_loss_is_zero_when_targets_equal_probs_and_axis_is_honored() -> None:
     rng = np.random.default_rng(4)
     logits = rng.standard_normal((8, 3))
-    p_axis0 = np.moveaxis(softmax_np(np.moveaxis(logits, 0, -1).reshape(3, 2, 4)).reshape(3, 8), -1, 0)
+    blocks = np.moveaxis(logits, 0, -1).reshape(3, 2, 4)
+    p_axis0 = np.moveaxis(softmax_np(blocks).reshape(3, 8), -1, 0)
     assert abs(float(api.eid_loss(logits, p_axis0, 4, axis=0))) < 1e-15
     assert float(api.eid_loss(logits, p_axis0, 4, axis=0)) < float(
         api.eid_loss(logits, np.full((8, 3), 0.25), 4, axis=0)
@@ -250,7 +257,9 @@ def test_S2_7_vjp_matches_finite_differences_for_unnormalized_targets(m: int, sc
     st.sampled_from([2, 4, 8]), st.integers(1, 3), st.floats(0.2, 4.0), st.integers(0, 2**31),
     st.sampled_from([np.float32, np.float64]),
 )
-def test_S2_7_vjp_is_scale_p_minus_q_over_g_for_normalized_targets(m, groups, scale, seed, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_S2_7_vjp_is_scale_p_minus_q_over_g_for_normalized_targets(
+    m: int, groups: int, scale: float, seed: int, dtype: type
+) -> None:
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((2, groups * m)).astype(dtype)
     q = softmax_np(rng.standard_normal((2, groups, m))).reshape(logits.shape).astype(dtype)

@@ -50,7 +50,10 @@ def test_S0_1_bad_block_size_for_block_functions(fn: str) -> None:
 
 
 def test_S0_3_block_axis_not_a_multiple_of_m() -> None:
-    msg = r"logits has 6 entries along axis 1 \(shape \(2, 6\)\); expected a positive multiple of m=4"
+    msg = (
+        r"logits has 6 entries along axis 1 \(shape \(2, 6\)\); "
+        r"expected a positive multiple of m=4"
+    )
     with pytest.raises(ValueError, match=msg):
         api.sample_mask(np.zeros((2, 6)), 2, 4, noise=np.zeros((2, 6)))
     with pytest.raises(ValueError, match=r"scores has 6 entries along axis 0"):
@@ -106,7 +109,9 @@ def test_S0_5_scalar_that_vanishes_in_float32_is_refused() -> None:
 @pytest.mark.parametrize("decay", [-0.1, 1.5, math.nan])
 def test_S0_5_decay_outside_unit_interval(decay: float) -> None:
     with pytest.raises(ValueError, match=r"decay must be in \[0, 1\], got"):
-        api.eligibility_credit(np.zeros((1, 1, 4)), np.zeros((1, 1, 2)), np.zeros((2, 4)), decay=decay)
+        api.eligibility_credit(
+            np.zeros((1, 1, 4)), np.zeros((1, 1, 2)), np.zeros((2, 4)), decay=decay
+        )
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "7", None])
@@ -131,7 +136,8 @@ def test_S0_5_nan_or_inf_logits_name_the_first_index() -> None:
 def test_S0_5_nan_or_inf_noise_scores_credits_targets() -> None:
     bad = X.copy()
     bad[0, 3] = -np.inf
-    with pytest.raises(ValueError, match=r"noise contains NaN or inf \(first at index \(0, 3\): .*inf"):
+    msg = r"noise contains NaN or inf \(first at index \(0, 3\): .*inf"
+    with pytest.raises(ValueError, match=msg):
         api.sample_mask(X, 2, 4, noise=bad)
     with pytest.raises(ValueError, match=r"scores contains NaN or inf \(first at index \(0, 3\)"):
         api.relaxed_topn(bad, 2, 4, temperature=1.0)
@@ -147,7 +153,8 @@ def test_S0_5_nan_in_credit_inputs(which: str) -> None:
     args[which] = args[which].copy()
     args[which].flat[-1] = np.nan
     index = ", ".join(str(s - 1) for s in args[which].shape)
-    with pytest.raises(ValueError, match=rf"{which} contains NaN or inf \(first at index \({index}\)"):
+    msg = rf"{which} contains NaN or inf \(first at index \({index}\)"
+    with pytest.raises(ValueError, match=msg):
         api.eligibility_credit(args["x"], args["d"], args["weight"], decay=0.5)
 
 
@@ -159,22 +166,28 @@ def test_S0_5_nan_in_credit_inputs(which: str) -> None:
     [
         (((2, 4), (2, 1, 3), (3, 4)), r"x must have 3 axes \(T, B, K\), got shape \(2, 4\)"),
         (((2, 1, 4), (2, 3), (3, 4)), r"d must have 3 axes \(T, B, O\), got shape \(2, 3\)"),
-        (((2, 1, 4), (2, 1, 3), (1, 3, 4)), r"weight must have 2 axes \(O, K\), got shape \(1, 3, 4\)"),
-        (((2, 1, 4), (3, 1, 3), (3, 4)), r"shapes do not fit x \(T, B, K\)=\(2, 1, 4\), d \(T, B, O\)=\(3, 1, 3\)"),
+        (((2, 1, 4), (2, 1, 3), (1, 3, 4)),
+         r"weight must have 2 axes \(O, K\), got shape \(1, 3, 4\)"),
+        (((2, 1, 4), (3, 1, 3), (3, 4)),
+         r"shapes do not fit x \(T, B, K\)=\(2, 1, 4\), d \(T, B, O\)=\(3, 1, 3\)"),
         (((2, 1, 4), (2, 1, 3), (3, 5)), r"weight \(O, K\)=\(3, 5\)"),
         (((2, 1, 4), (2, 1, 3), (2, 4)), r"weight \(O, K\)=\(2, 4\)"),
     ],
 )
-def test_S0_5_eligibility_credit_ranks_and_shapes(shapes, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_S0_5_eligibility_credit_ranks_and_shapes(
+    shapes: tuple[tuple[int, ...], ...], message: str
+) -> None:
     x, d, w = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match=message):
         api.eligibility_credit(x, d, w, decay=0.5)
 
 
 def test_S0_5_mismatched_shapes() -> None:
-    with pytest.raises(ValueError, match=r"shapes must match \(logits: \(2, 8\), noise: \(2, 4\)\)"):
+    msg = r"shapes must match \(logits: \(2, 8\), noise: \(2, 4\)\)"
+    with pytest.raises(ValueError, match=msg):
         api.sample_mask(X, 2, 4, noise=np.zeros((2, 4)))
-    with pytest.raises(ValueError, match=r"shapes must match \(logits: \(2, 8\), targets: \(8, 2\)\)"):
+    msg = r"shapes must match \(logits: \(2, 8\), targets: \(8, 2\)\)"
+    with pytest.raises(ValueError, match=msg):
         api.eid_loss(X, np.zeros((8, 2)), 4)
 
 
@@ -185,7 +198,8 @@ def test_S0_5_zero_dimensional_input() -> None:
 
 @pytest.mark.parametrize("axis", [2, -3, 10])
 def test_S0_5_axis_out_of_range(axis: int) -> None:
-    with pytest.raises(ValueError, match=rf"axis={axis} is out of range for logits with shape \(2, 8\)"):
+    msg = rf"axis={axis} is out of range for logits with shape \(2, 8\)"
+    with pytest.raises(ValueError, match=msg):
         api.sample_mask(X, 2, 4, noise=G, axis=axis)
 
 
@@ -194,7 +208,7 @@ def test_S0_5_axis_not_an_integer() -> None:
         api.topn_mask(X, 2, 4, axis=1.0)  # type: ignore[arg-type]
 
 
-# -- S0.4 dtypes ------------------------------------------------------------------------------------
+# -- S0.4 dtypes -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.uint8])
@@ -208,12 +222,15 @@ def test_S0_4_integer_or_bool_logits_are_type_errors(dtype: type) -> None:
 
 def test_S0_4_float16_says_cast_to_float32() -> None:
     x16 = X.astype(np.float16)
-    with pytest.raises(TypeError, match=r"logits must be float32 or float64, got float16 \(cast to float32 first\)"):
+    msg = r"logits must be float32 or float64, got float16 \(cast to float32 first\)"
+    with pytest.raises(TypeError, match=msg):
         api.sample_mask(x16, 2, 4, noise=x16)
     with pytest.raises(TypeError, match=r"cast to float32"):
         api.gumbel_like(x16, 0)
-    with pytest.raises(TypeError, match=r"x must be float32 or float64, got float16 \(cast to float32"):
-        api.eligibility_credit(np.zeros((1, 1, 4), np.float16), np.zeros((1, 1, 2)), np.zeros((2, 4)), decay=0.5)
+    with pytest.raises(TypeError, match=r"x must be float32 or float64, got float16 \(cast to"):
+        api.eligibility_credit(
+            np.zeros((1, 1, 4), np.float16), np.zeros((1, 1, 2)), np.zeros((2, 4)), decay=0.5
+        )
 
 
 def test_S0_4_dtypes_of_one_call_must_match() -> None:
@@ -237,7 +254,8 @@ def test_S0_5_mixed_frameworks_name_both_arguments() -> None:
 
 @pytest.mark.parametrize("value", [[0.0, 1.0, 2.0, 3.0], (0.0, 1.0), 3.0, "abc"])
 def test_S0_5_non_array_argument_is_a_type_error(value: object) -> None:
-    with pytest.raises(TypeError, match=r"scores must be an array \(NumPy, PyTorch, JAX or an array-API array\); got builtins\."):
+    msg = r"scores must be an array \(NumPy, PyTorch, JAX or an array-API array\); got builtins\."
+    with pytest.raises(TypeError, match=msg):
         api.topn_mask(value, 1, 2)
     with pytest.raises(TypeError, match=r"noise must be an array"):
         api.sample_mask(np.zeros(4), 1, 2, noise=value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from spikenm import api
 from spikenm.reference import sampler as ref
 
 EPS64 = sys.float_info.min  # smallest positive normal float64, 2**-1022
+Case = tuple[np.ndarray, int, int]
+"""(array, n, m) drawn by the strategies below."""
 PATTERNS = [(1, 2), (1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (4, 8), (8, 16)]
 
 
@@ -52,7 +55,7 @@ def successive_softmax_py(block: list[float], n: int, tau: float) -> list[float]
     return s
 
 
-def per_block(x: np.ndarray, m: int, fn) -> np.ndarray:  # type: ignore[no-untyped-def]
+def per_block(x: np.ndarray, m: int, fn: Callable[[list[float]], list[float]]) -> np.ndarray:
     """Apply a block formula to every block of ``m`` along the last axis."""
     rows = np.asarray(x, dtype=np.float64).reshape(-1, m)
     return np.array([fn([float(v) for v in row]) for row in rows]).reshape(x.shape)
@@ -62,7 +65,12 @@ def per_block(x: np.ndarray, m: int, fn) -> np.ndarray:  # type: ignore[no-untyp
 
 
 @st.composite
-def block_arrays(draw, values=None, dtypes=(np.float64,), patterns=PATTERNS):  # type: ignore[no-untyped-def]
+def block_arrays(
+    draw: st.DrawFn,
+    values: st.SearchStrategy[float] | None = None,
+    dtypes: tuple[type, ...] = (np.float64,),
+    patterns: list[tuple[int, int]] = PATTERNS,
+) -> tuple[np.ndarray, int, int]:
     """(array, n, m): shape (*lead, G*m), values from ``values`` (default moderate floats)."""
     n, m = draw(st.sampled_from(patterns))
     lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
@@ -122,7 +130,7 @@ def test_S1_2_topn_hand_cases_and_ties_go_to_lower_index(
 
 
 @given(block_arrays(values=few_values, dtypes=(np.float32, np.float64)))
-def test_S1_2_topn_follows_rank_rule_with_exactly_n_ones(case) -> None:  # type: ignore[no-untyped-def]
+def test_S1_2_topn_follows_rank_rule_with_exactly_n_ones(case: Case) -> None:
     x, n, m = case
     out = api.topn_mask(x, n, m)
     assert out.dtype == x.dtype and out.shape == x.shape
@@ -131,7 +139,7 @@ def test_S1_2_topn_follows_rank_rule_with_exactly_n_ones(case) -> None:  # type:
 
 
 @given(block_arrays(values=few_values))
-def test_S1_2_ties_go_to_lower_index_within_equal_keys(case) -> None:  # type: ignore[no-untyped-def]
+def test_S1_2_ties_go_to_lower_index_within_equal_keys(case: Case) -> None:
     """Among equal scores, a kept entry never has a dropped one at a lower index."""
     x, n, m = case
     out = api.topn_mask(x, n, m).reshape(-1, m)
@@ -173,7 +181,7 @@ def test_S1_3_eps_clamp_hand_case() -> None:
 
 
 @given(block_arrays(), st.floats(0.05, 5.0))
-def test_S1_3_relaxed_matches_python_formula(case, tau: float) -> None:  # type: ignore[no-untyped-def]
+def test_S1_3_relaxed_matches_python_formula(case: Case, tau: float) -> None:
     x, n, m = case
     out = api.relaxed_topn(x, n, m, temperature=tau)
     expected = per_block(x, m, lambda b: successive_softmax_py(b, n, tau))
@@ -181,7 +189,7 @@ def test_S1_3_relaxed_matches_python_formula(case, tau: float) -> None:  # type:
 
 
 @given(block_arrays(dtypes=(np.float32, np.float64)), st.floats(0.05, 5.0))
-def test_S1_3_soft_mask_sums_to_n_and_lies_in_0_n(case, tau: float) -> None:  # type: ignore[no-untyped-def]
+def test_S1_3_soft_mask_sums_to_n_and_lies_in_0_n(case: Case, tau: float) -> None:
     x, n, m = case
     s = api.relaxed_topn(x, n, m, temperature=tau)
     assert s.dtype == x.dtype and s.shape == x.shape
@@ -193,7 +201,7 @@ def test_S1_3_soft_mask_sums_to_n_and_lies_in_0_n(case, tau: float) -> None:  # 
 
 
 @st.composite
-def distinct_blocks(draw, spread: int):  # type: ignore[no-untyped-def]
+def distinct_blocks(draw: st.DrawFn, spread: int) -> tuple[np.ndarray, int, int]:
     """Blocks with distinct integer keys in [-spread, spread]."""
     n, m = draw(st.sampled_from(PATTERNS))
     groups = draw(st.integers(1, 4))
@@ -205,7 +213,7 @@ def distinct_blocks(draw, spread: int):  # type: ignore[no-untyped-def]
 
 
 @given(distinct_blocks(spread=20), st.sampled_from([np.float32, np.float64]))
-def test_S1_3_soft_tends_to_hard_as_temperature_goes_to_zero(case, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_S1_3_soft_tends_to_hard_as_temperature_goes_to_zero(case: Case, dtype: type) -> None:
     """Distinct keys (gap >= 1) spanning < -log(eps): at tau = 0.01, s == h to 1e-6."""
     x, n, m = case
     x = x.astype(dtype)
@@ -231,7 +239,9 @@ def test_S1_3_limit_differs_from_hard_with_ties_or_wide_float32_keys() -> None:
     block_arrays(dtypes=(np.float32, np.float64)),
     st.integers(0, 2**32 - 1), st.floats(0.1, 4.0), st.floats(0.2, 3.0),
 )
-def test_S1_4_hard_is_topn_of_keys_and_soft_is_relaxed_keys(case, seed, tau, scale) -> None:  # type: ignore[no-untyped-def]
+def test_S1_4_hard_is_topn_of_keys_and_soft_is_relaxed_keys(
+    case: Case, seed: int, tau: float, scale: float
+) -> None:
     x, n, m = case
     g = api.gumbel_like(x, seed)
     keys = scale * x.astype(np.float64) + g.astype(np.float64)
@@ -251,7 +261,10 @@ def test_S1_4_hard_is_topn_of_keys_and_soft_is_relaxed_keys(case, seed, tau, sca
 # -- S1.5 gradients -----------------------------------------------------------------------
 
 
-def finite_difference(fn, x: np.ndarray, cot: np.ndarray, m: int, h: float = 1e-6) -> np.ndarray:  # type: ignore[no-untyped-def]
+def finite_difference(
+    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, cot: np.ndarray, m: int,
+    h: float = 1e-6,
+) -> np.ndarray:
     """Central differences of sum(cot * fn(x)), one position per block at a time (blocks are
     independent, so perturbing entry i of every block at once gives all their derivatives)."""
     grad = np.zeros_like(x)
@@ -316,7 +329,9 @@ def test_S1_5_sample_mask_vjp_soft_matches_finite_differences(n: int, m: int) ->
 
 
 @given(block_arrays(dtypes=(np.float32, np.float64)), st.floats(0.2, 3.0), st.floats(0.2, 3.0))
-def test_S1_5_hard_gradient_is_soft_gradient_is_scale_times_relaxed_vjp(case, tau, scale) -> None:  # type: ignore[no-untyped-def]
+def test_S1_5_hard_gradient_is_soft_gradient_is_scale_times_relaxed_vjp(
+    case: Case, tau: float, scale: float
+) -> None:
     x, n, m = case
     noise = api.gumbel_like(x, seed=11)
     cot = np.cos(np.arange(x.size, dtype=x.dtype)).reshape(x.shape)
@@ -356,7 +371,7 @@ def test_S1_7_block_probs_hand_cases() -> None:
 
 
 @given(block_arrays(dtypes=(np.float32, np.float64)), st.floats(0.1, 10.0))
-def test_S1_7_block_probs_is_softmax_of_scaled_logits(case, scale) -> None:  # type: ignore[no-untyped-def]
+def test_S1_7_block_probs_is_softmax_of_scaled_logits(case: Case, scale: float) -> None:
     x, _, m = case
     p = api.block_probs(x, m, scale=scale)
     assert p.dtype == x.dtype
@@ -366,7 +381,7 @@ def test_S1_7_block_probs_is_softmax_of_scaled_logits(case, scale) -> None:  # t
 
 
 @given(block_arrays(values=few_values, dtypes=(np.float32, np.float64)))
-def test_S1_8_final_mask_is_topn_of_logits(case) -> None:  # type: ignore[no-untyped-def]
+def test_S1_8_final_mask_is_topn_of_logits(case: Case) -> None:
     x, n, m = case
     out = api.final_mask(x, n, m)
     assert out.dtype == x.dtype
@@ -386,15 +401,22 @@ def test_S1_8_final_mask_hand_case() -> None:
     st.sampled_from([(1, 2), (2, 4), (3, 4)]), st.integers(0, 2), st.integers(0, 2**31),
     st.sampled_from([np.float32, np.float64]),
 )
-def test_S1_axis_moves_block_axis_last_and_back(pattern, axis, seed, dtype) -> None:  # type: ignore[no-untyped-def]
+def test_S1_axis_moves_block_axis_last_and_back(
+    pattern: tuple[int, int], axis: int, seed: int, dtype: type
+) -> None:
     n, m = pattern
     shape = [2, 3, 5]
     shape[axis] = 2 * m
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     g = api.gumbel_like(x, seed)
-    last = lambda a: np.moveaxis(a, axis, -1)  # noqa: E731
-    back = lambda a: np.moveaxis(a, -1, axis)  # noqa: E731
+
+    def last(a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a, axis, -1)
+
+    def back(a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a, -1, axis)
+
     cases = [
         (api.topn_mask(x, n, m, axis=axis), api.topn_mask(last(x), n, m)),
         (api.final_mask(x, n, m, axis=axis - 3), api.final_mask(last(x), n, m)),
