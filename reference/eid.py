@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .sampler import block_probs, block_softmax
+from .sampler import block_probs, block_softmax, positive_in_dtype
 
 _MEAN_FLOOR = 1e-12
 """Added to ``mean(C)`` in S2.5 so that all-zero credits give uniform targets."""
@@ -63,7 +63,7 @@ def eid_targets(credits: np.ndarray, m: int, temperature: float) -> np.ndarray:
     dtype = np.dtype(credits.dtype.name)
     c = credits.astype(dtype, copy=False)
     z = c / (c.mean(dtype=dtype) + dtype.type(_MEAN_FLOOR))
-    return block_softmax(z / dtype.type(temperature), m)
+    return block_softmax(z / positive_in_dtype("temperature", temperature, dtype), m)
 
 
 def eid_loss(logits: np.ndarray, targets: np.ndarray, m: int, scale: float) -> np.ndarray:
@@ -86,7 +86,8 @@ def eid_loss(logits: np.ndarray, targets: np.ndarray, m: int, scale: float) -> n
     0.6931471805599453
     """
     dtype = np.dtype(logits.dtype.name)
-    v = (dtype.type(scale) * logits.astype(dtype, copy=False)).reshape(-1, m)
+    kappa = positive_in_dtype("scale", scale, dtype)
+    v = (kappa * logits.astype(dtype, copy=False)).reshape(-1, m)
     q = targets.astype(dtype, copy=False).reshape(-1, m)
     shifted = v - v.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -125,5 +126,6 @@ def eid_loss_vjp(
     p = block_probs(logits, m, scale).reshape(-1, m)
     q = targets.astype(dtype, copy=False).reshape(-1, m)
     blocks = dtype.type(p.shape[0])
-    grad = dtype.type(scale) * (p * q.sum(axis=1, keepdims=True) - q) / blocks * cot
+    kappa = positive_in_dtype("scale", scale, dtype)
+    grad = kappa * (p * q.sum(axis=1, keepdims=True) - q) / blocks * cot
     return grad.reshape(logits.shape)

@@ -30,11 +30,16 @@ def _blocks(x: np.ndarray, m: int) -> np.ndarray:
     return np.require(x, dtype=native, requirements=("C", "W")).reshape(-1, m)
 
 
-def _scalar(name: str, value: float, dtype: np.dtype) -> np.floating:
+def positive_in_dtype(name: str, value: float, dtype: np.dtype) -> np.floating:
     """``value`` in ``dtype``; it must stay finite and ``> 0`` after the conversion.
 
     A temperature of ``1e-50`` is a valid Python float but 0 in float32; dividing by it
-    would fill the mask with NaN, so it is refused here instead.
+    would fill the result with NaN, so it is refused here instead.
+
+    Examples
+    --------
+    >>> positive_in_dtype("temperature", 0.5, np.dtype("float32"))
+    np.float32(0.5)
     """
     with np.errstate(over="ignore", under="ignore"):
         converted = dtype.type(value)
@@ -59,7 +64,8 @@ def _cotangent(cotangent: np.ndarray, like: np.ndarray) -> np.ndarray:
 def _keys(logits: np.ndarray, noise: np.ndarray, scale: float) -> np.ndarray:
     """Keys ``r = scale * logits + noise`` (SPEC S1.1), in the logits' dtype."""
     dtype = np.dtype(logits.dtype.name)
-    return _scalar("scale", scale, dtype) * logits.astype(dtype, copy=False) + noise
+    kappa = positive_in_dtype("scale", scale, dtype)
+    return kappa * logits.astype(dtype, copy=False) + noise
 
 
 # -- one block (1-D views of length m) ---------------------------------------------------
@@ -320,7 +326,8 @@ def block_probs(logits: np.ndarray, m: int, scale: float) -> np.ndarray:
     array([0.25, 0.75])
     """
     dtype = np.dtype(logits.dtype.name)
-    return block_softmax(_scalar("scale", scale, dtype) * logits.astype(dtype, copy=False), m)
+    kappa = positive_in_dtype("scale", scale, dtype)
+    return block_softmax(kappa * logits.astype(dtype, copy=False), m)
 
 
 def relaxed_topn(scores: np.ndarray, n: int, m: int, temperature: float) -> np.ndarray:
@@ -337,7 +344,7 @@ def relaxed_topn(scores: np.ndarray, n: int, m: int, temperature: float) -> np.n
     """
     r = _blocks(scores, m)
     dtype = r.dtype
-    tau = _scalar("temperature", temperature, dtype)
+    tau = positive_in_dtype("temperature", temperature, dtype)
     s = np.empty_like(r)
     _run(
         _relaxed_span, _relaxed_parallel, r,
@@ -415,11 +422,11 @@ def _successive_softmax_vjp(
     r = _blocks(keys, m)
     dtype = r.dtype
     cot = _blocks(_cotangent(cotangent, keys), m)
-    tau = _scalar("temperature", temperature, dtype)
+    tau = positive_in_dtype("temperature", temperature, dtype)
     out = np.empty_like(r)
     _run(
         _relaxed_vjp_span, _relaxed_vjp_parallel, r,
         r, n, tau, dtype.type(np.finfo(dtype).tiny), dtype.type(1), cot,
-        _scalar("scale", factor, dtype), out,
+        positive_in_dtype("scale", factor, dtype), out,
     )
     return out.reshape(keys.shape)

@@ -92,8 +92,11 @@ def _j(a: np.ndarray) -> jax.Array:
 pattern = st.sampled_from(PATTERNS)
 float_dtype = st.sampled_from(FLOATS)
 seed = st.integers(0, 2**32 - 1)
-rows = st.integers(1, 3)
-blocks = st.integers(1, 3)
+rows = st.just(2)
+blocks = st.just(2)
+"""Hypothesis varies values, pattern, dtype and parameters; the array shape is fixed at
+``(2, 2 * m)`` because every new shape costs an XLA compilation (shapes and axes are
+covered by the dedicated tests below)."""
 temperature = st.sampled_from((0.25, 0.5, 1.0, 2.0))
 scale = st.sampled_from((1.0, 0.5, 3.0))
 
@@ -466,11 +469,12 @@ def test_S1_S2_every_math_function_traces_under_jit_and_vmap(dtype: Any) -> None
     batched = jax.vmap(lambda l, q: api.eid_loss(l, q, 4))(_j(logits), _j(targets))
     want = [api.eid_loss(logits[i], targets[i], 4) for i in range(3)]
     _assert_close(batched, np.array(want), dtype)
-    stacked = jax.vmap(lambda a, b: api.eligibility_credit(a, b, _j(w), decay=0.5),
-                       in_axes=1, out_axes=0)(_j(x), _j(d))
-    for b in range(2):
-        _assert_close(stacked[b], api.eligibility_credit(x[:, b:b + 1], d[:, b:b + 1], w,
-                                                         decay=0.5), dtype)
+    xs, ds = np.stack([x, 2 * x]), np.stack([d, -d])
+    stacked = jax.vmap(lambda a, b: api.eligibility_credit(a, b, _j(w), decay=0.5))(
+        _j(xs), _j(ds)
+    )
+    for i in range(2):
+        _assert_close(stacked[i], api.eligibility_credit(xs[i], ds[i], w, decay=0.5), dtype)
 
 
 # -- S2 EID ------------------------------------------------------------------------------

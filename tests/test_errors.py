@@ -102,6 +102,10 @@ def test_S0_5_scalar_that_vanishes_in_float32_is_refused() -> None:
         api.relaxed_topn(x32, 2, 4, temperature=1e-50)
     with pytest.raises(ValueError, match=r"scale=1e\+39 is inf in float32"):
         api.block_probs(x32, 4, scale=1e39)
+    with pytest.raises(ValueError, match=r"temperature=1e-50 is 0.0 in float32"):
+        api.eid_targets(x32, 4, temperature=1e-50)
+    with pytest.raises(ValueError, match=r"scale=1e\+39 is inf in float32"):
+        api.eid_loss(x32, x32, 4, scale=1e39)
     # the same values are fine in float64
     assert api.relaxed_topn(X, 2, 4, temperature=1e-50).shape == X.shape
 

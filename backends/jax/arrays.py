@@ -71,7 +71,8 @@ def all_finite(x: jax.Array) -> bool | None:
         return None
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         return True
-    return bool(jnp.isfinite(x).all())
+    with jax.ensure_compile_time_eval():  # a concrete constant inside a trace stays concrete
+        return bool(jnp.isfinite(x).all())
 
 
 def to_numpy(x: jax.Array) -> np.ndarray:

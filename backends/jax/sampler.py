@@ -28,6 +28,15 @@ __all__ = [
 ]
 
 
+_FULL_UNROLL = 16
+"""Loops of at most this many steps are unrolled (faster to compile and to run); longer
+ones (``m`` or ``n`` up to 256) stay loops, unrolled by 8, so programs stay small."""
+
+
+def _unroll(steps: int) -> bool | int:
+    return True if steps <= _FULL_UNROLL else 8
+
+
 def topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     """Hard top-n mask of every block of ``m`` along the last axis (SPEC S1.2).
 
@@ -38,7 +47,7 @@ def topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     so ties go to the lower index (``-0.0 == 0.0`` is a tie, as IEEE comparison says) and
     every block keeps exactly ``n`` entries.  The rank is accumulated by a
     ``lax.fori_loop`` over ``j``, one comparison of the block against its ``j``-th entry
-    per step: memory ``O(K)``, ``m`` steps, no sort.  The result has the dtype of
+    per step: memory ``O(K)``, ``m`` steps (unrolled for ``m <= 16``), no sort.  The result has the dtype of
     ``scores`` (values 0 and 1) and carries no gradient.
 
     Examples
@@ -60,7 +69,7 @@ def _topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
         before = (vj > v) | ((vj == v) & (position > j))
         return rank + before.astype(jnp.int32)
 
-    rank = lax.fori_loop(0, m, count, jnp.zeros(v.shape, jnp.int32))
+    rank = lax.fori_loop(0, m, count, jnp.zeros(v.shape, jnp.int32), unroll=_unroll(m))
     return from_blocks((rank < n).astype(scores.dtype))
 
 
@@ -96,7 +105,7 @@ def _relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.
         a = softmax_block(alpha / temperature)
         return (alpha + jnp.log(jnp.maximum(1.0 - a, eps)), s + a), None
 
-    (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n)
+    (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n, unroll=_unroll(n))
     return from_blocks(s)
 
 

@@ -10,7 +10,6 @@ import torch
 
 from .arrays import as_cotangent
 from .blocks import from_blocks, log_softmax_block, softmax_block, to_blocks
-from .scalars import in_dtype
 
 __all__ = ["eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp"]
 
@@ -65,7 +64,6 @@ def eid_targets(credits: torch.Tensor, m: int, temperature: float) -> torch.Tens
     >>> eid_targets(torch.ones(4), 4, 1.0)
     tensor([0.2500, 0.2500, 0.2500, 0.2500])
     """
-    temperature = in_dtype("temperature", temperature, credits.dtype)
     z = credits / (torch.mean(credits) + _MEAN_FLOOR)
     return from_blocks(softmax_block(to_blocks(z, m) / temperature))
 
@@ -86,7 +84,6 @@ def eid_loss(
     >>> float(eid_loss(torch.zeros(4), torch.full((4,), 0.25), 4, 1.0))
     0.0
     """
-    scale = in_dtype("scale", scale, logits.dtype)
     q = targets.detach()
     log_p = log_softmax_block(to_blocks(scale * logits, m))
     blocks = log_p.numel() // m

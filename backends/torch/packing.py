@@ -114,7 +114,7 @@ def spmm(
     values: torch.Tensor, indices: torch.Tensor, n: int, m: int, x: torch.Tensor,
 ) -> torch.Tensor:
     """``unpack(values, indices) @ x`` for a packed ``(O, K)`` matrix, without the dense
-    matrix.
+    matrix (SPEC S3.6).
 
     ``y[o, p] = sum_s values[o, s] * x[col[o, s], p]`` with ``col[o, g*n + j] =
     g*m + indices[o, g*n + j]``: only the stored entries are multiplied.  Rows of the

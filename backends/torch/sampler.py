@@ -11,7 +11,6 @@ import torch
 
 from .arrays import as_cotangent
 from .blocks import from_blocks, softmax_block, to_blocks
-from .scalars import in_dtype
 
 __all__ = [
     "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
@@ -61,7 +60,6 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
     >>> torch.round(s, decimals=3)
     tensor([1., 0., 1., 0.])
     """
-    temperature = in_dtype("temperature", temperature, scores.dtype)
     eps = torch.finfo(scores.dtype).tiny
     alpha = to_blocks(scores, m)
     s = torch.zeros_like(alpha)
@@ -94,7 +92,6 @@ def sample_mask(
     tensor([[0., 0., 1., 1., 0., 0., 1., 1.],
             [0., 0., 1., 1., 0., 0., 1., 1.]])
     """
-    scale = in_dtype("scale", scale, logits.dtype)
     keys = scale * logits + noise.detach()
     s = relaxed_topn(keys, n, m, temperature)
     if not hard:
@@ -110,7 +107,6 @@ def block_probs(logits: torch.Tensor, m: int, scale: float) -> torch.Tensor:
     >>> block_probs(torch.zeros(4), 4, 1.0)
     tensor([0.2500, 0.2500, 0.2500, 0.2500])
     """
-    scale = in_dtype("scale", scale, logits.dtype)
     return from_blocks(softmax_block(to_blocks(scale * logits, m)))
 
 

@@ -174,7 +174,8 @@ class EIDConfig:
 
     ``weight`` is ``lambda_eid``, warmed up linearly from 0 over ``warmup_fraction`` of
     the search phase; ``momentum`` is the running-credit ``beta`` (S2.4); ``temperature``
-    is ``tau_e`` (S2.5); ``decay`` the trace decay (negative: use ``lif.beta``).
+    is ``tau_e`` (S2.5) at the start of the search phase, going to ``temperature_end``
+    with ``temperature_schedule``; ``decay`` the trace decay (negative: use ``lif.beta``).
     """
 
     enabled: bool = True
@@ -182,6 +183,8 @@ class EIDConfig:
     warmup_fraction: float = 0.1
     momentum: float = 0.9
     temperature: float = 1.0
+    temperature_end: float = 1.0
+    temperature_schedule: str = "exp"
     decay: float = -1.0
 
     def __post_init__(self) -> None:
@@ -191,6 +194,9 @@ class EIDConfig:
                  self.warmup_fraction, "a number in [0, 1]")
         _require(0.0 <= self.momentum < 1.0, "eid.momentum", self.momentum, "in [0, 1)")
         _require(self.temperature > 0, "eid.temperature", self.temperature, "> 0")
+        _require(self.temperature_end > 0, "eid.temperature_end", self.temperature_end, "> 0")
+        _require(self.temperature_schedule in SCHEDULES, "eid.temperature_schedule",
+                 self.temperature_schedule, f"one of {SCHEDULES}")
         _require(self.decay < 0 or self.decay <= 1.0, "eid.decay", self.decay,
                  "a number in [0, 1], or negative for lif.beta")
 

@@ -258,7 +258,10 @@ def mask_gradients(ctx: MethodContext, state: MaskState, sm: StepMasks,
                 lam = ctx.cfg.eid.weight * warmup_factor(
                     step, ctx.cfg.eid.warmup_fraction * ctx.search_steps)
                 if lam > 0:
-                    q = api.eid_targets(run, m, temperature=ctx.cfg.eid.temperature)
+                    e = ctx.cfg.eid
+                    tau_e = schedule_value(e.temperature_schedule, e.temperature,
+                                           e.temperature_end, step, ctx.search_steps)
+                    q = api.eid_targets(run, m, temperature=tau_e)
                     one = ctx.model.from_numpy(np.array(1.0, ctx.cfg.run.dtype))
                     gpi = gpi + lam * be.eid_loss_vjp(pi, q, m, sm.scale, one)
         else:
