@@ -80,8 +80,10 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
     ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))`` with ``eps`` the smallest normal
     number of the dtype; returns ``s = sum_j a_j``.  The ``n`` steps are a ``lax.scan``.
     A temperature that rounds to 0 (or inf) in the dtype raises ``ValueError``.
-    ``jnp.maximum`` gives the clamped branch a zero derivative, and ``1 - a_j == eps``
-    never happens, so autodiff is exactly the reverse recursion of SPEC S1.5.
+    The clamp is ``where(1 - a_j > eps, 1 - a_j, eps)``: a select gives the clamped
+    branch a zero derivative without multiplying (``jnp.maximum``'s derivative would
+    multiply an overflowing ``G / eps`` by 0 and give NaN), and ``1 - a_j == eps`` never
+    happens, so autodiff is exactly the reverse recursion of SPEC S1.5.
 
     Examples
     --------
@@ -103,7 +105,8 @@ def _relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.
     ) -> tuple[tuple[jax.Array, jax.Array], None]:
         alpha, s = carry
         a = softmax_block(alpha / temperature)
-        return (alpha + jnp.log(jnp.maximum(1.0 - a, eps)), s + a), None
+        rest = 1.0 - a
+        return (alpha + jnp.log(jnp.where(rest > eps, rest, eps)), s + a), None
 
     (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n, unroll=_unroll(n))
     return from_blocks(s)
