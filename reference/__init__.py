@@ -24,6 +24,7 @@ from .sampler import (
 )
 
 name = "numpy"
+differentiable = True
 
 __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",

@@ -7,10 +7,9 @@ as a 2-D C-contiguous ``(blocks, m)`` array and handed to a Numba kernel that wa
 blocks one by one; inputs of at least `PARALLEL_MIN_ENTRIES` entries are split into one
 span of blocks per Numba thread (same block kernels, bit-identical results).
 
-The kernels compute in the dtype of their input: scalars (temperature, scale, 1, eps)
+The kernels compute in the dtype of their input: scalars (temperature, scale, 1)
 are converted to that dtype before the call, so float32 results are float32
-arithmetic.  ``eps`` is the smallest positive normal number of the dtype
-(``np.finfo(dtype).tiny``).  Softmax subtracts the block maximum before ``exp``.
+arithmetic.  Softmax subtracts the block maximum before ``exp``.
 """
 
 from __future__ import annotations
@@ -106,13 +105,13 @@ def _softmax_block(u: np.ndarray, one: np.floating, out: np.ndarray) -> None:
 
 @numba.njit(cache=True)
 def _successive_softmax_block(
-    r: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    r: np.ndarray, n: int, tau: np.floating, one: np.floating,
     alpha: np.ndarray, u: np.ndarray, steps: np.ndarray, s: np.ndarray,
 ) -> None:
     """Soft mask of one block (S1.3); ``steps[j]`` receives ``a_{j+1}`` for the VJP.
 
     ``alpha_1 = r``; ``a_j = softmax(alpha_j / tau)``;
-    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))``; ``s = sum_j a_j``.
+    ``alpha_{j+1} = alpha_j + log(1 - a_j)`` (``-inf`` where ``a_j == 1``); ``s = sum_j a_j``.
     """
     m = r.shape[0]
     zero = one - one
@@ -128,18 +127,22 @@ def _successive_softmax_block(
             s[i] += a[i]
         if j + 1 < n:  # alpha_{n+1} is never used
             for i in range(m):
-                alpha[i] += np.log(max(one - a[i], eps))
+                rest = one - a[i]
+                if rest > zero:
+                    alpha[i] += np.log(rest)
+                else:  # a_j == 1: the entry is picked for good and leaves the block
+                    alpha[i] = -np.inf
 
 
 @numba.njit(cache=True)
 def _successive_softmax_vjp_block(
-    steps: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    steps: np.ndarray, n: int, tau: np.floating, one: np.floating,
     cot: np.ndarray, factor: np.floating, galpha: np.ndarray, ga: np.ndarray, out: np.ndarray,
 ) -> None:
     """``out = factor * galpha_1``, the exact reverse of S1.3 given in S1.5.
 
     ``galpha_{n+1} = 0``; for ``j = n..1``:
-    ``ga_j = G - galpha_{j+1} * [1 - a_j > eps] / (1 - a_j)``,
+    ``ga_j = G - galpha_{j+1} * [1 - a_j > 0] / (1 - a_j)``,
     ``galpha_j = galpha_{j+1} + a_j * (ga_j - sum(ga_j * a_j)) / tau``.
     """
     m = cot.shape[0]
@@ -152,7 +155,7 @@ def _successive_softmax_vjp_block(
         for i in range(m):
             g = cot[i]
             rest = one - a[i]
-            if rest > eps:
+            if rest > zero:
                 g = g - galpha[i] / rest
             ga[i] = g
             dot += g * a[i]
@@ -183,7 +186,7 @@ def _softmax_span(
 
 @numba.njit(cache=True)
 def _relaxed_span(
-    r: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    r: np.ndarray, n: int, tau: np.floating, one: np.floating,
     s: np.ndarray, start: int, stop: int,
 ) -> None:
     m = r.shape[1]
@@ -191,12 +194,12 @@ def _relaxed_span(
     u = np.empty(m, r.dtype)
     steps = np.empty((n, m), r.dtype)
     for b in range(start, stop):
-        _successive_softmax_block(r[b], n, tau, eps, one, alpha, u, steps, s[b])
+        _successive_softmax_block(r[b], n, tau, one, alpha, u, steps, s[b])
 
 
 @numba.njit(cache=True)
 def _relaxed_vjp_span(
-    r: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    r: np.ndarray, n: int, tau: np.floating, one: np.floating,
     cot: np.ndarray, factor: np.floating, out: np.ndarray, start: int, stop: int,
 ) -> None:
     m = r.shape[1]
@@ -207,8 +210,8 @@ def _relaxed_vjp_span(
     galpha = np.empty(m, r.dtype)
     ga = np.empty(m, r.dtype)
     for b in range(start, stop):
-        _successive_softmax_block(r[b], n, tau, eps, one, alpha, u, steps, s)
-        _successive_softmax_vjp_block(steps, n, tau, eps, one, cot[b], factor, galpha, ga, out[b])
+        _successive_softmax_block(r[b], n, tau, one, alpha, u, steps, s)
+        _successive_softmax_vjp_block(steps, n, tau, one, cot[b], factor, galpha, ga, out[b])
 
 
 # -- the same spans split into `chunks` parallel pieces (large inputs only) -------------
@@ -232,23 +235,23 @@ def _softmax_parallel(u: np.ndarray, one: np.floating, out: np.ndarray, chunks: 
 
 @numba.njit(cache=True, parallel=True)
 def _relaxed_parallel(
-    r: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    r: np.ndarray, n: int, tau: np.floating, one: np.floating,
     s: np.ndarray, chunks: int,
 ) -> None:
     size = (r.shape[0] + chunks - 1) // chunks
     for c in numba.prange(chunks):
-        _relaxed_span(r, n, tau, eps, one, s, c * size, min(r.shape[0], (c + 1) * size))
+        _relaxed_span(r, n, tau, one, s, c * size, min(r.shape[0], (c + 1) * size))
 
 
 @numba.njit(cache=True, parallel=True)
 def _relaxed_vjp_parallel(
-    r: np.ndarray, n: int, tau: np.floating, eps: np.floating, one: np.floating,
+    r: np.ndarray, n: int, tau: np.floating, one: np.floating,
     cot: np.ndarray, factor: np.floating, out: np.ndarray, chunks: int,
 ) -> None:
     size = (r.shape[0] + chunks - 1) // chunks
     for c in numba.prange(chunks):
         _relaxed_vjp_span(
-            r, n, tau, eps, one, cot, factor, out, c * size, min(r.shape[0], (c + 1) * size)
+            r, n, tau, one, cot, factor, out, c * size, min(r.shape[0], (c + 1) * size)
         )
 
 
@@ -334,7 +337,7 @@ def relaxed_topn(scores: np.ndarray, n: int, m: int, temperature: float) -> np.n
     """Successive-softmax relaxation of top-n in every block (SPEC S1.3).
 
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
-    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))``; returns ``s = sum_j a_j``.
+    ``alpha_{j+1} = alpha_j + log(1 - a_j)`` (``-inf`` where ``a_j == 1``); returns ``s = sum_j a_j``.
 
     Examples
     --------
@@ -348,7 +351,7 @@ def relaxed_topn(scores: np.ndarray, n: int, m: int, temperature: float) -> np.n
     s = np.empty_like(r)
     _run(
         _relaxed_span, _relaxed_parallel, r,
-        r, n, tau, dtype.type(np.finfo(dtype).tiny), dtype.type(1), s,
+        r, n, tau, dtype.type(1), s,
     )
     return s.reshape(scores.shape)
 
@@ -381,7 +384,7 @@ def relaxed_topn_vjp(
     """Gradient of ``sum(cotangent * relaxed_topn(scores))`` w.r.t. ``scores`` (S1.5).
 
     With ``galpha_{n+1} = 0``, for ``j = n..1``:
-    ``ga_j = G - galpha_{j+1} * [1 - a_j > eps] / (1 - a_j)`` and
+    ``ga_j = G - galpha_{j+1} * [1 - a_j > 0] / (1 - a_j)`` and
     ``galpha_j = galpha_{j+1} + a_j * (ga_j - sum_block(ga_j * a_j)) / tau``;
     the result is ``galpha_1``.
 
@@ -426,7 +429,7 @@ def _successive_softmax_vjp(
     out = np.empty_like(r)
     _run(
         _relaxed_vjp_span, _relaxed_vjp_parallel, r,
-        r, n, tau, dtype.type(np.finfo(dtype).tiny), dtype.type(1), cot,
+        r, n, tau, dtype.type(1), cot,
         positive_in_dtype("scale", factor, dtype), out,
     )
     return out.reshape(keys.shape)

@@ -253,6 +253,7 @@ def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, axis: int = -
     m = check.block_size(m)
     be = backend_for(credits=credits)
     ax = _float_blocks(be, "credits", credits, m, axis)
+    check.nonnegative(be, "credits", credits)
     temperature = check.positive_in_dtype(be, "temperature", temperature, credits)
     return _back(be, be.eid_targets(_last(be, credits, ax), m, temperature), ax)
 
@@ -275,6 +276,7 @@ def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int
     check.same_shape(logits=logits, targets=targets)
     check.same_dtype(be, logits=logits, targets=targets)
     check.finite(be, "targets", targets)
+    check.nonnegative(be, "targets", targets)
     scale = check.positive_in_dtype(be, "scale", scale, logits)
     return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
 

@@ -118,7 +118,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
             return 2
         grid = replace(grid, variants=chosen)
     try:
-        base = config_from_dict(parse_overrides(args.set)) if args.set else None
+        base = config_from_dict(parse_overrides(args.set), text=True) if args.set else None
         for p in grid.patterns:
             config_from_dict({"sparsity": {"pattern": p}})
     except ConfigError as exc:

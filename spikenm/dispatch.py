@@ -31,6 +31,11 @@ def framework_of(x: Any, argname: str = "array") -> str:
         When ``x`` is not an array of a known framework (e.g. a list or a float).
     """
     root = type(x).__module__.split(".", 1)[0]
+    if root == "numpy" and type(x).__name__ == "MaskedArray":
+        raise TypeError(
+            f"{argname} is a NumPy masked array, which is not supported; "
+            f"pass {argname}.filled(value) or a plain array"
+        )
     kind = _FRAMEWORK_ROOTS.get(root)
     if kind is not None:
         return kind

@@ -156,7 +156,20 @@ def finite(be: Backend, name: str, x: Any) -> None:
         bad = np.argwhere(~np.isfinite(values))[0]
         raise ValueError(
             f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)}: "
-            f"{values[tuple(bad)]!r}); expected finite values"
+            f"{values[tuple(bad)].item()!r}); expected finite values"
+        )
+
+
+def nonnegative(be: Backend, name: str, x: Any) -> None:
+    """No negative entry in ``x`` (skipped only when values are unavailable)."""
+    if be.all_finite(x) is None:
+        return
+    values = be.to_numpy(x)
+    if (values < 0).any():
+        bad = np.argwhere(values < 0)[0]
+        raise ValueError(
+            f"{name} has a negative entry at index {tuple(int(i) for i in bad)} "
+            f"({values[tuple(bad)].item()!r}); expected values >= 0"
         )
 
 

@@ -360,15 +360,30 @@ def test_S1_5_relaxed_topn_vjp_equals_reference(
     _assert_grad_close(jb.relaxed_topn_vjp(_j(scores), n, m, tau, _j(cot)), want, dtype)
 
 
-def test_S1_5_saturated_blocks_have_finite_gradients() -> None:
-    """S1.5: where 1 - a_j underflows to 0 the max(., eps) branch has zero derivative, so
-    gradients stay finite and equal the reference."""
-    logits = np.array([[200.0, 0.0, -50.0, 1.0]], np.float32)
-    noise, cot = np.zeros_like(logits), np.array([[1.0, -2.0, 0.5, 3.0]], np.float32)
-    want = ref.sample_mask_vjp(logits, noise, 2, 4, 0.1, 1.0, True, cot)
-    got = jb.sample_mask_vjp(_j(logits), _j(noise), 2, 4, 0.1, 1.0, True, _j(cot))
-    assert bool(jnp.isfinite(got).all())
-    _assert_grad_close(got, want, np.float32)
+@pytest.mark.parametrize(
+    "keys, cot, n, tau",
+    [([1.338275, 5.8261604, -1.8260124, -1.4382085],
+      [-0.96896297, 1.0848511, 1.6577462, 0.49879888], 2, 0.25),
+     ([200.0, 0.0, -50.0, 1.0], [1.0, -2.0, 0.5, 3.0], 2, 0.1),
+     ([30.0, 29.0, -5.0, 0.0], [4.0, -3.0, 2.0, -1.0], 3, 0.05)],
+)
+def test_S1_5_saturated_blocks_have_finite_gradients(
+    keys: list[float], cot: list[float], n: int, tau: float,
+) -> None:
+    """S1.5: where 1 - a_j is exactly 0 the clamp branch has zero derivative: gradients
+    stay finite and equal the reference, eagerly and under jit (a clamp written with
+    jnp.maximum gives NaN here: its derivative multiplies an overflowing G / eps by 0)."""
+    k = np.array([keys], np.float32)
+    c = np.array([cot], np.float32)
+    want = ref.relaxed_topn_vjp(k, n, 4, tau, c)
+
+    def loss(v: jax.Array) -> jax.Array:
+        return jnp.sum(_j(c) * api.relaxed_topn(v, n, 4, temperature=tau))
+
+    for got in (jax.grad(loss)(_j(k)), jax.jit(jax.grad(loss))(_j(k)),
+                jb.relaxed_topn_vjp(_j(k), n, 4, tau, _j(c))):
+        assert bool(jnp.isfinite(got).all()), got
+        _assert_grad_close(got, want, np.float32)
 
 
 def test_S1_5_noise_and_hard_mask_receive_no_gradient() -> None:

@@ -320,12 +320,12 @@ def test_S1_3_S1_5_api_relaxed_topn_backward_with_axis(dtype: torch.dtype) -> No
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_S1_5_clamped_branch_has_zero_derivative(dtype: torch.dtype) -> None:
-    """When ``1 - a_j`` is 0 the ``max(., eps)`` branch contributes no gradient: the
+def test_S1_5_removed_entry_branch_has_zero_derivative(dtype: torch.dtype) -> None:
+    """When ``1 - a_j`` is 0 the ``-inf`` branch contributes no gradient: the
     gradient is finite and equals the reference's (SPEC S1.3, S1.5)."""
     scores = np.array([[100.0, 0.0, -100.0]], dtype=_np(dtype))
     a1 = torch.softmax(_t(scores) / 0.01, -1)
-    assert a1[0, 0] == 1.0                      # 1 - a_1 == 0: the clamped branch
+    assert a1[0, 0] == 1.0                      # 1 - a_1 == 0: the -inf branch
     cot = np.array([[0.3, -1.0, 2.0]], dtype=_np(dtype))
     x = _t(scores, True)
     api.relaxed_topn(x, 3, 3, temperature=0.01).mul(_t(cot)).sum().backward()

@@ -263,3 +263,17 @@ def test_S0_5_non_array_argument_is_a_type_error(value: object) -> None:
         api.topn_mask(value, 1, 2)
     with pytest.raises(TypeError, match=r"noise must be an array"):
         api.sample_mask(np.zeros(4), 1, 2, noise=value)
+
+
+def test_S0_5_negative_targets_and_credits_are_refused() -> None:
+    """S0.5, S2.5, S2.6: targets and credits are non-negative; the first negative is named."""
+    with pytest.raises(ValueError, match=r"targets has a negative entry at index \(2,\) \(-0.1\)"):
+        api.eid_loss(np.zeros(4), np.array([0.5, 0.6, -0.1, 0.0]), 4)
+    with pytest.raises(ValueError, match=r"credits has a negative entry at index \(0, 3\)"):
+        api.eid_targets(np.array([[1.0, 2.0, 0.0, -3.0]]), 4)
+
+
+def test_S0_5_masked_arrays_are_refused() -> None:
+    """S0.5: a NumPy masked array is not silently unmasked; the error says what to pass."""
+    with pytest.raises(TypeError, match=r"masked array.*scores.filled"):
+        api.topn_mask(np.ma.masked_array(np.zeros(4), mask=[0, 1, 0, 0]), 2, 4)

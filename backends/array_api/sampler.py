@@ -49,8 +49,7 @@ def relaxed_topn(scores: Any, n: int, m: int, temperature: float) -> Any:
     """Successive-softmax relaxation of top-n in every block (SPEC S1.3).
 
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
-    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))`` with ``eps`` the smallest
-    positive normal number of the dtype (``xp.finfo(dtype).smallest_normal``);
+    ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1;
     returns ``s = sum_j a_j``.
 
     Raises
@@ -67,14 +66,16 @@ def relaxed_topn(scores: Any, n: int, m: int, temperature: float) -> Any:
     """
     xp = namespace_of(scores)
     tau = float(temperature)
-    eps = float(xp.finfo(scores.dtype).smallest_normal)
     alpha = split_blocks(scores, m)
     total = xp.zeros_like(alpha)
     for j in range(n):
         a = softmax_block(alpha / tau)
         total = total + a
         if j + 1 < n:  # alpha_{n+1} is never used
-            alpha = alpha + xp.log(xp.clip(1.0 - a, min=eps))
+            rest = 1.0 - a
+            alive = rest > 0
+            step = xp.log(xp.where(alive, rest, xp.ones_like(rest)))
+            alpha = xp.where(alive, alpha + step, xp.full_like(alpha, -xp.inf))
     return merge_blocks(total)
 
 

@@ -49,10 +49,11 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
     """Successive-softmax relaxation of top-n per block (SPEC S1.3).
 
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
-    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))`` with ``eps`` the smallest normal
-    number of the dtype; returns ``s = sum_j a_j``.  The ``max`` is a ``torch.where`` on
-    ``1 - a_j > eps``, so autograd gives the clamped branch a zero derivative, exactly as
-    SPEC S1.5 states.  ``alpha_{n+1}`` does not enter ``s`` and is not computed.
+    ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1;
+    returns ``s = sum_j a_j``.  The ``-inf`` branch is a ``torch.where`` whose other
+    branch takes the log of a safe value, so autograd gives it a zero derivative without
+    a 0 * inf, exactly as SPEC S1.5 states.  ``alpha_{n+1}`` does not enter ``s`` and is
+    not computed.
 
     Examples
     --------
@@ -60,7 +61,6 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
     >>> torch.round(s, decimals=3)
     tensor([1., 0., 1., 0.])
     """
-    eps = torch.finfo(scores.dtype).tiny
     alpha = to_blocks(scores, m)
     s = torch.zeros_like(alpha)
     for j in range(n):
@@ -68,7 +68,9 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
         s = s + a
         if j + 1 < n:
             rest = 1.0 - a
-            alpha = alpha + torch.log(torch.where(rest > eps, rest, eps))
+            alive = rest > 0
+            step = torch.log(torch.where(alive, rest, torch.ones_like(rest)))
+            alpha = torch.where(alive, alpha + step, torch.full_like(alpha, -torch.inf))
     return from_blocks(s)
 
 

@@ -297,9 +297,13 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory().__class__  # type: igno
 
 # -- conversion ---------------------------------------------------------------------------
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """``value`` converted to the field type ``hint``; strings (from flags) are parsed."""
+def _coerce(key: str, value: Any, hint: Any, text: bool) -> Any:
+    """``value`` converted to the field type ``hint``; with ``text`` (values from flags)
+    strings are parsed, otherwise (files) the value must already have the right type."""
     origin = get_origin(hint)
+    if not text and isinstance(value, str) and hint is not str and origin is not Literal:
+        raise ConfigError(f"{key}={value!r} is invalid; expected {_expected(hint)}, "
+                          f"not a string")
     if origin is Literal:
         choices = get_args(hint)
         _require(value in choices, key, value, f"one of {choices}")
@@ -335,11 +339,17 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v != ""]
         _require(isinstance(value, (list, tuple)), key, value, "a list of integers")
-        return tuple(_coerce(key, v, int) for v in value)
+        return tuple(_coerce(key, v, int, text) for v in value)
     raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
 
 
-def _section_from_dict(name: str, cls: type, values: dict[str, Any], base: Any) -> Any:
+def _expected(hint: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, "a list of integers")
+
+
+def _section_from_dict(name: str, cls: type, values: dict[str, Any], base: Any,
+                       text: bool) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"[{name}] must be a table of key = value, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -350,13 +360,15 @@ def _section_from_dict(name: str, cls: type, values: dict[str, Any], base: Any) 
             raise ConfigError(
                 f"unknown key {name}.{key}; expected one of {sorted(known)}"
             )
-        changes[key] = _coerce(f"{name}.{key}", value, hints[key])
+        changes[key] = _coerce(f"{name}.{key}", value, hints[key], text)
     return replace(base, **changes)
 
 
-def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None,
+                     text: bool = False) -> TrainConfig:
     """A `TrainConfig` from nested ``{section: {key: value}}`` (TOML/JSON structure),
-    starting from ``base`` (defaults when None)."""
+    starting from ``base`` (defaults when None).  ``text``: values are strings from flags
+    (``parse_overrides``) and are parsed to the field types."""
     cfg = base or TrainConfig()
     if not isinstance(values, dict):
         raise ConfigError(f"a configuration must be a table of sections, got {values!r}")
@@ -367,7 +379,7 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
             )
         current = getattr(cfg, section)
         cfg = replace(cfg, **{section: _section_from_dict(section, SECTIONS[section],
-                                                          table, current)})
+                                                          table, current, text)})
     return cfg
 
 
@@ -408,7 +420,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         cfg = config_from_dict(read_config_file(path), cfg)
     if overrides:
-        cfg = config_from_dict(parse_overrides(overrides), cfg)
+        cfg = config_from_dict(parse_overrides(overrides), cfg, text=True)
     return cfg
 
 

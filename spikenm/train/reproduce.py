@@ -50,7 +50,8 @@ FULL = Grid("full", "mnist5k", (0, 1, 2), ("2:4", "1:4", "2:8", "1:8"),
 def run_config(grid: Grid, variant: str, pattern: str, seed: int, backend: str,
                base: TrainConfig | None = None) -> TrainConfig:
     """The `TrainConfig` of one grid cell."""
-    cfg = config_from_dict(parse_overrides(list(grid.overrides)), base or TrainConfig())
+    cfg = config_from_dict(parse_overrides(list(grid.overrides)), base or TrainConfig(),
+                           text=True)
     method = "spikenm" if variant == "spikenm-noeid" else variant
     cfg = replace(
         cfg,

@@ -1,0 +1,109 @@
+"""Trainer configuration, schedules and derived seeds (SPEC S5.2, S5.6)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from spikenm.train.config import (
+    ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
+)
+from spikenm.train.schedules import schedule_value, warmup_factor
+from spikenm.train.seeds import epoch_order, seed_of
+
+
+def test_defaults_are_valid_and_round_trip() -> None:
+    cfg = TrainConfig()
+    assert cfg.sparsity.nm == (2, 4)
+    assert cfg.lif.beta == 0.5 and cfg.lif.theta == 1.0 and cfg.lif.alpha == 2.0
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_toml_file_then_flags_override(tmp_path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[sparsity]\nmethod = "srste"\npattern = "1:4"\n'
+                    '[optim]\nepochs = 7\nlr = 0.01\n[model]\nhidden = [64, 32]\n')
+    cfg = load_config(path)
+    assert (cfg.sparsity.method, cfg.sparsity.nm, cfg.optim.epochs) == ("srste", (1, 4), 7)
+    assert cfg.model.hidden == (64, 32)
+    cfg = load_config(path, ["optim.epochs=3", "sparsity.pattern=2:8", "eid.enabled=false"])
+    assert (cfg.optim.epochs, cfg.sparsity.nm, cfg.eid.enabled) == (3, (2, 8), False)
+    assert cfg.optim.lr == 0.01  # untouched file value stays
+
+
+def test_json_file(tmp_path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"lif": {"time_steps": 6, "reset": "soft"}}))
+    cfg = load_config(path)
+    assert cfg.lif.time_steps == 6 and cfg.lif.reset == "soft"
+
+
+@pytest.mark.parametrize("override, needle", [
+    (["optim.foo=1"], "unknown key optim.foo"),
+    (["nosuch.key=1"], "unknown section [nosuch]"),
+    (["sparsity.pattern=5:4"], "sparsity.pattern='5:4'"),
+    (["sparsity.pattern=2-4"], "'n:m'"),
+    (["sparsity.method=magic"], "sparsity.method='magic'"),
+    (["lif.beta=1.5"], "lif.beta=1.5"),
+    (["optim.epochs=0"], "optim.epochs=0"),
+    (["optim.epochs=two"], "expected an integer"),
+    (["optim.lr=nan"], "finite"),
+    (["run.backend=cuda"], "run.backend='cuda'"),
+    (["eid.enabled=maybe"], "true or false"),
+    (["model.hidden=a,b"], "expected an integer"),
+    (["badformat"], "section.key=value"),
+])
+def test_bad_values_are_named(override, needle) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, override)
+    assert needle in str(info.value)
+
+
+def test_bad_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim\nepochs = 1")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(bad)
+    other = tmp_path / "x.yaml"
+    other.write_text("a: 1")
+    with pytest.raises(ConfigError, match=r"\.toml or \.json"):
+        load_config(other)
+    typed = tmp_path / "typed.toml"
+    typed.write_text('[optim]\nepochs = "3"\n')
+    with pytest.raises(ConfigError, match="optim.epochs"):
+        load_config(typed)
+
+
+def test_parse_overrides_nests() -> None:
+    assert parse_overrides(["a.b=1", "a.c=x=y"]) == {"a": {"b": "1", "c": "x=y"}}
+
+
+def test_schedules_S5_6() -> None:
+    assert schedule_value("constant", 3.0, 9.0, 5, 10) == 3.0
+    assert schedule_value("linear", 1.0, 3.0, 0, 5) == 1.0
+    assert schedule_value("linear", 1.0, 3.0, 4, 5) == 3.0
+    assert schedule_value("linear", 1.0, 3.0, 99, 5) == 3.0  # clipped after the phase
+    assert math.isclose(schedule_value("cosine", 2.0, 0.0, 2, 5), 1.0)
+    assert math.isclose(schedule_value("exp", 1.0, 0.01, 2, 5), 0.1)
+    assert schedule_value("exp", 4.0, 0.05, 0, 1) == 4.0  # one-step phase: start value
+    with pytest.raises(ValueError, match="unknown schedule"):
+        schedule_value("step", 1.0, 2.0, 0, 3)
+    with pytest.raises(ValueError, match="exp schedule"):
+        schedule_value("exp", 0.0, 1.0, 0, 3)
+    assert [warmup_factor(s, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+
+
+def test_seeds_S5_2_are_pure_functions() -> None:
+    a = seed_of(3, 0, 10, 1)
+    assert a == seed_of(3, 0, 10, 1)
+    assert len({seed_of(3, s, 10, 1) for s in range(5)}) == 5
+    assert 0 <= a < 2**32
+    assert (epoch_order(0, 2, 50) == epoch_order(0, 2, 50)).all()
+    assert not (epoch_order(0, 2, 50) == epoch_order(0, 3, 50)).all()
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        seed_of(0, 0, -1, 0)
