@@ -57,8 +57,14 @@ class Check:
 
     @property
     def clause(self) -> str:
-        """Display form of `covers` (``S2.1-S2.3`` for a range)."""
-        return self.covers[0] if len(self.covers) == 1 else f"{self.covers[0]}-{self.covers[-1]}"
+        """Display form of `covers`: ``S2.1-S2.3`` for consecutive clauses, else a list."""
+        if len(self.covers) == 1:
+            return self.covers[0]
+        parts = [tuple(int(x) for x in c[1:].split(".")) for c in self.covers]
+        consecutive = all(
+            b[0] == a[0] and b[1] == a[1] + 1 for a, b in zip(parts, parts[1:])
+        )
+        return f"{self.covers[0]}-{self.covers[-1]}" if consecutive else ",".join(self.covers)
 
     def matches(self, selector: str) -> bool:
         """True when ``selector`` is this check's id or one of the clauses it covers."""

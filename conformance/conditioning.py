@@ -13,16 +13,18 @@ a first-order estimate of the rounding error, computed here in float64, stays be
 For the successive softmax (S1.3) a step ``j < n`` with ``u = 1 - a_j`` is safe when
 either ``u >= 64 eps`` (then its rounding error changes the next step's exponent by
 about ``4 eps / (tau u)``, damped by ``u^(1/tau - 1)`` when ``tau < 1``), or
-``u <= eps / 64`` (then ``a_j`` rounds to exactly 1 in every implementation and the
-clamp of S1.3 lowers the key by exactly ``-log(tiny)``).  In between the result depends
-on the last bit of ``a_j``, and the block is not judged.
+``u <= eps / 64`` (then ``a_j`` rounds to exactly 1 in every implementation and S1.3
+sends the entry to ``-inf``).  In between the result depends on the last bit of
+``a_j``, and the block is not judged.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .tolerance import eps, rtol, tiny
+from .tolerance import eps, rtol
 
 RELEVANT = 40.0
 """Softmax arguments more than this below the block maximum weigh less than e^-40."""
@@ -48,35 +50,28 @@ def softmax_blocks_ok(args: np.ndarray, m: int, dtype: str, *, ulps: float = 4.0
     return ok.reshape(*z.shape[:-1], z.shape[-1] // m)
 
 
-def successive_blocks_ok(
-    keys: np.ndarray, n: int, m: int, temperature: float, dtype: str, *, margin: float = 8.0,
-) -> np.ndarray:
-    """Per block of ``m``: is the soft mask of S1.3 at ``keys`` well-conditioned in ``dtype``?
+@dataclass
+class _Steps:
+    """The forward recursion of S1.3 in float64, with the facts the estimates need."""
 
-    ``keys`` are the (already rounded) keys in float64.  The recursion is followed in
-    float64 with ``log(1 - a_j)`` computed accurately, and with the clamp of S1.3 where
-    ``a_j`` rounds to 1 in ``dtype``.  A block is judged when every step is safe (see the
-    module docstring) and the estimated error is at most ``rtol / margin``.
+    a: list[np.ndarray]
+    u: list[np.ndarray]
+    saturated: list[np.ndarray]
+    estimate: np.ndarray
+    unsafe: np.ndarray
 
-    Returns
-    -------
-    bool array of shape ``(..., K // m)``
-    """
-    r = np.asarray(keys, dtype=np.float64)
-    alpha = r.reshape(-1, m).copy()
+
+def _forward(keys: np.ndarray, n: int, m: int, temperature: float, dtype: str) -> _Steps:
+    alpha = np.asarray(keys, dtype=np.float64).reshape(-1, m).copy()
     e, tau = eps(dtype), float(temperature)
-    estimate = np.zeros(alpha.shape[0])
-    unsafe = np.zeros(alpha.shape[0], dtype=bool)
-    floor = np.log(tiny(dtype))
+    steps = _Steps([], [], [], np.zeros(alpha.shape[0]), np.zeros(alpha.shape[0], dtype=bool))
     rows = np.arange(alpha.shape[0])
     with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
         for j in range(n):
             z = alpha / tau
             top = z.max(axis=1, keepdims=True)
             relevant = z >= top - RELEVANT
-            estimate += 4 * e * np.max(np.where(relevant, np.abs(z), 0.0), axis=1)
-            if j == n - 1:
-                break
+            steps.estimate += 4 * e * np.max(np.where(relevant, np.abs(z), 0.0), axis=1)
             d = z - top
             w = np.exp(d)
             lse = np.log(w.sum(axis=1, keepdims=True))
@@ -91,13 +86,69 @@ def successive_blocks_ok(
             u = np.exp(log_u)
             first_order = u >= 64 * e
             saturated = u <= e / 64
-            unsafe |= ~np.all(first_order | saturated, axis=1)
+            steps.a.append(a)
+            steps.u.append(u)
+            steps.saturated.append(saturated)
+            if j == n - 1:
+                break
+            steps.unsafe |= ~np.all(first_order | saturated, axis=1)
             damping = np.exp(np.minimum(0.0, (1.0 / tau - 1.0) * log_u))
             step = np.where(first_order, 4 * e / tau * damping / np.where(first_order, u, 1.0), 0.0)
-            estimate += step.max(axis=1)
-            alpha = alpha + np.where(saturated, floor, log_u)
-    ok = ~unsafe & (estimate <= rtol(dtype) / margin)
+            steps.estimate += step.max(axis=1)
+            alpha = alpha + np.where(saturated, -np.inf, log_u)
+    return steps
+
+
+def successive_blocks_ok(
+    keys: np.ndarray, n: int, m: int, temperature: float, dtype: str, *, margin: float = 8.0,
+) -> np.ndarray:
+    """Per block of ``m``: is the soft mask of S1.3 at ``keys`` well-conditioned in ``dtype``?
+
+    ``keys`` are the (already rounded) keys in float64.  The recursion is followed in
+    float64 with ``log(1 - a_j)`` computed accurately, and with S1.3's ``-inf`` where
+    ``a_j`` rounds to 1 in ``dtype``.  A block is judged when every step is safe (see the
+    module docstring) and the estimated error is at most ``rtol / margin``.
+
+    Returns
+    -------
+    bool array of shape ``(..., K // m)``
+    """
+    r = np.asarray(keys)
+    steps = _forward(r, n, m, temperature, dtype)
+    ok = ~steps.unsafe & (steps.estimate <= rtol(dtype) / margin)
     return ok.reshape(*r.shape[:-1], r.shape[-1] // m)
+
+
+def vjp_magnitude(
+    keys: np.ndarray, n: int, m: int, temperature: float, dtype: str, cotangent: np.ndarray,
+) -> np.ndarray:
+    """Per entry: the size of the terms the S1.5 gradient of its block is summed from.
+
+    The backward recursion of S1.5 in float64 (no division where ``a_j`` rounds to 1),
+    accumulating ``a_j * (|ga_j| + sum_block |ga_j * a_j|) / tau`` instead of the signed
+    terms.  A gradient that cancels to almost 0 (``n = m`` gives ``s = 1`` exactly) is
+    then compared at the precision its terms allow, not relative to its own rounding noise.
+
+    Returns
+    -------
+    float64 array of the shape of ``keys`` (the block maximum, repeated over the block)
+    """
+    r = np.asarray(keys)
+    steps = _forward(r, n, m, temperature, dtype)
+    g = np.asarray(cotangent, dtype=np.float64).reshape(-1, m)
+    tau = float(temperature)
+    galpha = np.zeros_like(g)
+    bound = np.zeros_like(g)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for j in range(len(steps.a) - 1, -1, -1):
+            a, u = steps.a[j], steps.u[j]
+            divide = (j < len(steps.a) - 1) & ~steps.saturated[j]
+            ga = g - np.where(divide, galpha / np.where(divide, u, 1.0), 0.0)
+            dot = (ga * a).sum(axis=1, keepdims=True)
+            galpha = galpha + a * (ga - dot) / tau
+            bound = bound + a * (np.abs(ga) + np.abs(ga * a).sum(axis=1, keepdims=True)) / tau
+    bound = np.nan_to_num(bound, nan=np.inf)
+    return np.repeat(bound.max(axis=1, keepdims=True), m, axis=1).reshape(r.shape)
 
 
 def expand(block_ok: np.ndarray, m: int) -> np.ndarray:

@@ -169,13 +169,18 @@ def loss_gradient(trial: Trial, data: DataObject | None) -> None:
     x, t = trial.array("logits", logits), trial.array("targets", q)
     cot = trial.array("cotangent", np.array(cot_value, dtype=dtype))
     g = trial.result(trial.call("eid_loss_vjp", x, t, m, scale, cot), "eid_loss_vjp", dtype=dtype, shape=shape)
-    trial.expect_scaled(trial.ref.eid_loss_vjp(logits, q, m, scale, np.array(cot_value, dtype=dtype)), g, dtype,
-                        "eid_loss_vjp against the reference")
+    # The gradient is a difference p * sum(q) - q: compared relative to the size of its terms.
+    p = oracles.softmax_blocks(scale * logits.astype(np.float64), m).reshape(-1, m)
+    q64 = q.astype(np.float64).reshape(-1, m)
+    terms = scale * (p * np.abs(q64.sum(axis=1, keepdims=True)) + np.abs(q64)) / p.shape[0] * abs(cot_value)
+    size = float(terms.max())
+    trial.expect_close(trial.ref.eid_loss_vjp(logits, q, m, scale, np.array(cot_value, dtype=dtype)), g, dtype,
+                       "eid_loss_vjp against the reference (tolerance scaled by scale * (p + q) / G)", scale=size)
     args = (np.dtype(dtype).type(scale) * logits).astype(np.float64)
     ok = trial.judged(softmax_blocks_ok(args, m, dtype))
-    trial.expect_scaled(oracles.eid_gradient_rule(logits, q, m, scale, cot_value), g, dtype,
-                        "eid_loss_vjp against scale * (p * sum(q) - q) / G * cotangent", where=expand(ok, m))
-
+    trial.expect_close(oracles.eid_gradient_rule(logits, q, m, scale, cot_value), g, dtype,
+                       "eid_loss_vjp against scale * (p * sum(q) - q) / G * cotangent", scale=size,
+                       where=expand(ok, m))
 
 CHECKS = (
     Check("S2.3", ("S2.1", "S2.2", "S2.3"), "eligibility_credit: trace, learning signal, credit",

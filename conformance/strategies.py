@@ -31,25 +31,32 @@ from .selection import numpy_dtype
 
 MATH_DTYPES = ("float32", "float64")
 COMMON_PATTERNS = ((2, 4), (1, 4), (2, 8), (4, 8), (4, 16), (8, 16), (1, 2), (2, 2), (3, 3))
+EDGE_PATTERNS = ((1, 3), (2, 3), (3, 4), (4, 4), (2, 5), (3, 7), (6, 8), (5, 11), (1, 16), (13, 16), (16, 16))
+"""Odd ``m``, ``n = 1``, ``n = m - 1`` and ``n = m``: the edges of S0.1."""
+LEAD_SHAPES = ((), (2,), (3,), (2, 2), (1, 3))
+"""Leading axes of block tensors: none, one, two (a short list keeps the number of
+distinct shapes small, which matters for frameworks that compile per shape)."""
 MAX_ABS = {"float32": 1e4, "float64": 1e8}
 TEMPERATURES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 10.0)
 
 
 def patterns(max_m: int = 16) -> st.SearchStrategy[tuple[int, int]]:
-    """``(n, m)`` with ``2 <= m <= max_m`` and ``1 <= n <= m``; common patterns first."""
-    general = st.integers(2, max_m).flatmap(lambda m: st.tuples(st.integers(1, m), st.just(m)))
+    """``(n, m)`` with ``2 <= m <= max_m`` and ``1 <= n <= m``: the common patterns, the
+    edge patterns, and now and then any other."""
     common = st.sampled_from([p for p in COMMON_PATTERNS if p[1] <= max_m])
-    return st.one_of(common, general)
+    edges = st.sampled_from([p for p in EDGE_PATTERNS if p[1] <= max_m])
+    general = st.integers(2, max_m).flatmap(lambda m: st.tuples(st.integers(1, m), st.just(m)))
+    return st.one_of(common, edges, common, edges, general)
 
 
 def lead_shapes(max_axes: int = 2, max_side: int = 3) -> st.SearchStrategy[tuple[int, ...]]:
-    """Leading axes of a block tensor (possibly none)."""
+    """Any leading axes (possibly none), for checks without a block axis."""
     return st.lists(st.integers(1, max_side), max_size=max_axes).map(tuple)
 
 
 def block_shape(data: st.DataObject, m: int, *, max_groups: int = 3, label: str = "shape") -> tuple[int, ...]:
-    """``(*lead, G * m)`` with ``1 <= G <= max_groups``."""
-    lead = data.draw(lead_shapes(), label=f"{label}: leading axes")
+    """``(*lead, G * m)`` with ``lead`` from `LEAD_SHAPES` and ``1 <= G <= max_groups``."""
+    lead = data.draw(st.sampled_from(LEAD_SHAPES), label=f"{label}: leading axes")
     groups = data.draw(st.integers(1, max_groups), label=f"{label}: blocks per row")
     return (*lead, groups * m)
 

@@ -127,7 +127,7 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"spikenm reproduce ({grid.name}): data {grid.data}, backend {args.backend}, "
           f"seeds {list(grid.seeds)}, patterns {list(grid.patterns)}, "
           f"methods {list(grid.variants)} -> {args.out}", flush=True)
-    runs = run_grid(grid, args.backend, args.out, base)
+    runs = run_grid(grid, args.backend, args.out, base, stream=sys.stdout)
     command = "spikenm " + " ".join(shlex.quote(a) for a in argv)
     print(write_report(grid, runs, args.backend, args.out, command))
     return 0

@@ -35,14 +35,15 @@ def block_nnz(x: jax.Array, m: int) -> jax.Array:
 
     Returns
     -------
-    int32 array ``(..., K // m)``
+    int64 array ``(..., K // m)``; int32 when 64-bit types are disabled (JAX's default)
 
     Examples
     --------
     >>> block_nnz(jnp.array([[0.0, 1.0, 2.0, 0.0, 3.0, 0.0, 0.0, 0.0]]), 4)
     Array([[2, 1]], dtype=int32)
     """
-    return jnp.sum(to_blocks(x, m) != 0, axis=-1, dtype=jnp.int32)
+    count = jax.dtypes.canonicalize_dtype(np.int64)
+    return jnp.sum(to_blocks(x, m) != 0, axis=-1, dtype=count)
 
 
 @partial(jax.jit, static_argnames=("n", "m"))

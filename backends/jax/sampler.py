@@ -5,10 +5,11 @@ on values, so they trace under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; JAX's
 autodiff gives the gradients of SPEC S1.5.  The ``*_vjp`` functions are ``jax.vjp``
 over the same forward functions: one formula.
 
-The block kernels (`topn_mask`'s rank count, `relaxed_topn`'s recursion) are compiled
-once per shape, dtype and pattern by ``jax.jit`` with ``n`` and ``m`` static; the
-temperature is a traced argument, so annealing it does not recompile.  Inside a
-caller's ``jax.jit`` they are simply inlined.
+The functions are compiled once per shape, dtype and pattern by ``jax.jit`` with ``n``,
+``m`` and ``hard`` static; temperature and scale are traced arguments, so annealing them
+does not recompile.  Inside a caller's ``jax.jit`` they are simply inlined.  Only the
+keys ``scale * logits + noise`` are computed outside, operation by operation, so that
+they round exactly as the reference's do (see `sample_mask`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from .blocks import from_blocks, softmax_block, to_blocks
-from .scalars import positive_in
 
 __all__ = [
     "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
@@ -37,6 +37,7 @@ def _unroll(steps: int) -> bool | int:
     return True if steps <= _FULL_UNROLL else 8
 
 
+@partial(jax.jit, static_argnames=("n", "m"))
 def topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     """Hard top-n mask of every block of ``m`` along the last axis (SPEC S1.2).
 
@@ -47,21 +48,15 @@ def topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     so ties go to the lower index (``-0.0 == 0.0`` is a tie, as IEEE comparison says) and
     every block keeps exactly ``n`` entries.  The rank is accumulated by a
     ``lax.fori_loop`` over ``j``, one comparison of the block against its ``j``-th entry
-    per step: memory ``O(K)``, ``m`` steps (unrolled for ``m <= 16``), no sort.  The result has the dtype of
-    ``scores`` (values 0 and 1) and carries no gradient.
+    per step: memory ``O(K)``, ``m`` steps (unrolled for ``m <= 16``), no sort.  The
+    result has the dtype of ``scores`` (values 0 and 1) and carries no gradient.
 
     Examples
     --------
     >>> topn_mask(jnp.array([0.3, 0.1, 0.3, 0.2]), 2, 4)
     Array([1., 0., 1., 0.], dtype=float32)
     """
-    return _topn_mask(lax.stop_gradient(scores), n, m)
-
-
-@partial(jax.jit, static_argnames=("n", "m"))
-def _topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
-    """`topn_mask` without the gradient stop, compiled per shape and pattern."""
-    v = to_blocks(scores, m)
+    v = to_blocks(lax.stop_gradient(scores), m)
     position = jnp.arange(m)
 
     def count(j: jax.Array, rank: jax.Array) -> jax.Array:
@@ -73,17 +68,17 @@ def _topn_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
     return from_blocks((rank < n).astype(scores.dtype))
 
 
+@partial(jax.jit, static_argnames=("n", "m"))
 def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.Array:
     """Successive-softmax relaxation of top-n per block (SPEC S1.3).
 
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
-    ``alpha_{j+1} = alpha_j + log(max(1 - a_j, eps))`` with ``eps`` the smallest normal
-    number of the dtype; returns ``s = sum_j a_j``.  The ``n`` steps are a ``lax.scan``.
-    A temperature that rounds to 0 (or inf) in the dtype raises ``ValueError``.
-    The clamp is ``where(1 - a_j > eps, 1 - a_j, eps)``: a select gives the clamped
-    branch a zero derivative without multiplying (``jnp.maximum``'s derivative would
-    multiply an overflowing ``G / eps`` by 0 and give NaN), and ``1 - a_j == eps`` never
-    happens, so autodiff is exactly the reverse recursion of SPEC S1.5.
+    ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1 (the
+    entry is picked for good and leaves the later softmaxes); returns ``s = sum_j a_j``.
+    The ``n`` steps are a ``lax.scan`` (unrolled for ``n <= 16``).  The ``-inf`` branch is
+    a ``jnp.where`` whose other branch takes the log of a safe value (1 where
+    ``a_j == 1``), so autodiff gives it a zero derivative without a ``0 * inf`` and the
+    gradient is exactly the reverse recursion of SPEC S1.5.
 
     Examples
     --------
@@ -91,13 +86,6 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
     >>> jnp.round(s, 3)
     Array([1., 0., 1., 0.], dtype=float32)
     """
-    return _relaxed_topn(scores, n, m, positive_in("temperature", temperature, scores.dtype))
-
-
-@partial(jax.jit, static_argnames=("n", "m"))
-def _relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.Array:
-    """`relaxed_topn` compiled per shape and pattern; ``temperature`` is traced."""
-    eps = jnp.finfo(scores.dtype).tiny
     alpha = to_blocks(scores, m)
 
     def step(
@@ -106,7 +94,9 @@ def _relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.
         alpha, s = carry
         a = softmax_block(alpha / temperature)
         rest = 1.0 - a
-        return (alpha + jnp.log(jnp.where(rest > eps, rest, eps)), s + a), None
+        alive = rest > 0
+        lowered = alpha + jnp.log(jnp.where(alive, rest, jnp.ones_like(rest)))
+        return (jnp.where(alive, lowered, -jnp.inf), s + a), None
 
     (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n, unroll=_unroll(n))
     return from_blocks(s)
@@ -139,13 +129,22 @@ def sample_mask(
     Array([[0., 0., 1., 1., 0., 0., 1., 1.],
            [0., 0., 1., 1., 0., 0., 1., 1.]], dtype=float32)
     """
-    keys = positive_in("scale", scale, logits.dtype) * logits + lax.stop_gradient(noise)
+    keys = scale * logits + lax.stop_gradient(noise)
+    return _mask_of_keys(keys, n, m, temperature, hard)
+
+
+@partial(jax.jit, static_argnames=("n", "m", "hard"))
+def _mask_of_keys(
+    keys: jax.Array, n: int, m: int, temperature: float, hard: bool,
+) -> jax.Array:
+    """S1.3/S1.4 from the keys: ``s``, or ``h + (s - stop_gradient(s))``."""
     s = relaxed_topn(keys, n, m, temperature)
     if not hard:
         return s
     return topn_mask(keys, n, m) + (s - lax.stop_gradient(s))
 
 
+@partial(jax.jit, static_argnames=("m",))
 def block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
     """Per-block probabilities ``p = softmax_block(scale * logits)`` (SPEC S1.7).
 
@@ -154,12 +153,6 @@ def block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
     >>> block_probs(jnp.zeros(4), 4, 1.0)
     Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
     """
-    return _block_probs(logits, m, positive_in("scale", scale, logits.dtype))
-
-
-@partial(jax.jit, static_argnames=("m",))
-def _block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
-    """`block_probs` compiled per shape and ``m``; ``scale`` is traced."""
     return from_blocks(softmax_block(to_blocks(scale * logits, m)))
 
 

@@ -89,15 +89,17 @@ class ModelConfig:
     """Network shape.
 
     ``mlp``: Linear layers of widths ``hidden`` then the readout.  ``conv``: for every
-    entry of ``channels`` a ``kernel x kernel`` conv (padding ``kernel // 2``) + LIF + 2x2
-    average pooling, then the ``hidden`` Linear layers and the readout.  Weights start
-    as ``N(0, init_gain^2 / fan_in)``, biases at 0.
+    entry of ``channels`` a ``kernel x kernel`` conv (padding ``kernel // 2``) + LIF +
+    ``q x q`` average pooling with ``q = pools[i]`` (1: none; ``pools`` empty: 2 after
+    every conv), then the ``hidden`` Linear layers and the readout.  Weights start as
+    ``N(0, init_gain^2 / fan_in)``, biases at 0.
     """
 
     arch: Literal["mlp", "conv"] = "mlp"
     hidden: tuple[int, ...] = (128, 128)
     channels: tuple[int, ...] = (16, 32)
     kernel: int = 3
+    pools: tuple[int, ...] = ()
     init_gain: float = 2.0
 
     def __post_init__(self) -> None:
@@ -108,6 +110,10 @@ class ModelConfig:
         _require(self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel", self.kernel,
                  "an odd integer >= 1")
         _require(self.init_gain > 0, "model.init_gain", self.init_gain, "> 0")
+        _require(not self.pools or (len(self.pools) == len(self.channels)
+                                    and all(q >= 1 for q in self.pools)),
+                 "model.pools", self.pools,
+                 f"empty or one pooling size >= 1 per conv ({len(self.channels)} entries)")
 
 
 @dataclass(frozen=True)

@@ -239,12 +239,13 @@ def _save(setup: Setup, state: TrainState, out: Path) -> None:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
-          stream: TextIO | None = sys.stdout) -> TrainResult:
+          stream: TextIO | None | str = "stdout") -> TrainResult:
     """Train one model.  With ``cfg.run.out`` set, metrics, checkpoints, the final model and
     a summary are written there; ``resume`` continues from ``out/checkpoint.npz``;
     ``stop_after`` stops (with a checkpoint) after that many total steps, as an interrupt
-    would."""
-    emit = printer(None if cfg.run.quiet else stream)
+    would.  Progress goes to ``stream`` (default: the current ``sys.stdout``; None: off)."""
+    out_stream = sys.stdout if stream == "stdout" else stream
+    emit = printer(None if cfg.run.quiet else out_stream)  # type: ignore[arg-type]
     setup = build_setup(cfg)
     out = Path(cfg.run.out) if cfg.run.out else None
     log = MetricsLog(out / METRICS if out else None)

@@ -13,8 +13,8 @@ def build_arch(model: ModelConfig, input_shape: tuple[int, ...], num_classes: in
     """The `Arch` for ``model`` on inputs of ``input_shape`` ``(C, H, W)``.
 
     ``mlp``: ``Linear(C*H*W, h_1) ... Linear(h_last, classes)``.  ``conv``: for every
-    channel count a conv (kernel ``k``, padding ``k // 2``) with 2x2 average pooling, then
-    the hidden Linear layers and the readout.
+    channel count a conv (kernel ``k``, padding ``k // 2``) with ``q x q`` average pooling
+    (``model.pools``, default 2), then the hidden Linear layers and the readout.
 
     Examples
     --------
@@ -29,14 +29,15 @@ def build_arch(model: ModelConfig, input_shape: tuple[int, ...], num_classes: in
         if len(input_shape) != 3:
             raise ValueError(f"a conv net needs (C, H, W) inputs, got {input_shape}")
         c, h, w = input_shape
-        for out in model.channels:
-            if h % 2 or w % 2:
+        pools = model.pools or (2,) * len(model.channels)
+        for out, q in zip(model.channels, pools):
+            if h % q or w % q:
                 raise ValueError(
-                    f"conv stage {len(layers)} sees a {h}x{w} map; 2x2 pooling needs even "
-                    f"sizes: use fewer model.channels entries"
+                    f"conv stage {len(layers)} sees a {h}x{w} map; {q}x{q} pooling needs "
+                    f"sizes divisible by {q}: change model.pools or model.channels"
                 )
-            layers.append(LayerSpec("conv", c, out, model.kernel, 1, model.kernel // 2, 2))
-            c, h, w = out, h // 2, w // 2
+            layers.append(LayerSpec("conv", c, out, model.kernel, 1, model.kernel // 2, q))
+            c, h, w = out, h // q, w // q
         features = c * h * w
     for width in model.hidden:
         layers.append(LayerSpec("linear", features, width))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -88,8 +87,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def run_grid(grid: Grid, backend: str, out_dir: str | Path, base: TrainConfig | None = None,
-             stream: TextIO | None = sys.stdout) -> list[dict[str, Any]]:
-    """Run (or continue) ``grid``; returns one record per run."""
+             stream: TextIO | None = None) -> list[dict[str, Any]]:
+    """Run (or continue) ``grid``; returns one record per run.  One progress line per run
+    goes to ``stream`` when given."""
     out = Path(out_dir)
     results_path = out / "results.json"
     key = {"grid": asdict(grid), "backend": backend,
