@@ -168,6 +168,12 @@ def hypothesis_settings(config: RunConfig, check: Check) -> settings:
     )
 
 
+def check_profile(name: str) -> None:
+    """Raise ValueError unless ``name`` is a registered profile."""
+    if name not in profiles.PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of {profiles.PROFILES}")
+
+
 def _not_applicable(check: Check, subject: Subject) -> str | None:
     if check.needs == "differentiable" and not subject.differentiable:
         return "n/a: forward-only backend (differentiable = False)"
@@ -232,27 +238,36 @@ def _hypothesis_run(
     test()
 
 
+def apply_xfails(outcome: CheckResult, check: Check, xfails: dict[str, str], path: Path | None) -> CheckResult:
+    """Turn FAIL/ERROR into ``xfail`` and pass into ``XPASS`` for a listed check."""
+    if any(check.matches(key) for key in xfails):
+        if outcome.status in ("FAIL", "ERROR"):
+            outcome.status = "xfail"
+        elif outcome.status == "pass":
+            outcome.status = "XPASS"
+            outcome.message = f"passed, but listed in {path}: remove the entry"
+    return outcome
+
+
+def xfails_for(subject: Subject, config: RunConfig) -> tuple[dict[str, str], Path | None]:
+    """The expected failures of a run and the file they come from."""
+    path = Path(config.xfail_file) if config.xfail_file else default_xfail_file(subject)
+    return (read_xfails(path) if path is not None else {}), path
+
+
 def run_subject(subject: Subject, config: RunConfig = RunConfig()) -> SuiteResult:
     """Run the selected checks on an already described backend."""
-    if config.profile not in profiles.PROFILES:
-        raise ValueError(f"unknown profile {config.profile!r}; expected one of {profiles.PROFILES}")
+    check_profile(config.profile)
     import spikenm.reference as reference
 
     checks = select_checks(config.clauses)
-    path = Path(config.xfail_file) if config.xfail_file else default_xfail_file(subject)
-    xfails = read_xfails(path) if path is not None else {}
+    xfails, path = xfails_for(subject, config)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    results = []
-    for check in checks:
-        outcome = run_check(check, subject, reference, config)
-        if any(check.matches(key) for key in xfails):
-            if outcome.status in ("FAIL", "ERROR"):
-                outcome.status = "xfail"
-            elif outcome.status == "pass":
-                outcome.status = "XPASS"
-                outcome.message = f"passed, but listed in {path}: remove the entry"
-        results.append(outcome)
+    results = [
+        apply_xfails(run_check(check, subject, reference, config), check, xfails, path)
+        for check in checks
+    ]
     return SuiteResult(subject, config, results, time.perf_counter() - start, started, xfails,
                        str(path) if path is not None else None)
 

@@ -88,10 +88,10 @@ def _train(args: argparse.Namespace) -> int:
     overrides += args.set
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as exc:
+        train(cfg, resume=args.resume)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"spikenm train: {exc}", file=sys.stderr)
         return 2
-    train(cfg, resume=args.resume)
     return 0
 
 

@@ -114,7 +114,9 @@ def test_spikenm_masks_and_gradients_S5_3_S5_4() -> None:
     from spikenm.reference import sample_mask_vjp, eid_loss_vjp
     task = sample_mask_vjp(state.logits[1], sm.aux[1], 2, 4, sm.temperature, sm.scale, True,
                            g * w)
-    q = api.eid_targets(credits[1], 4, temperature=1.0)
+    from spikenm.train.schedules import schedule_value
+    tau_e = schedule_value("exp", 1.0, 0.05, 3, ctx.search_steps)
+    q = api.eid_targets(credits[1], 4, temperature=tau_e)
     lam = min(1.0, 4 / (0.1 * ctx.search_steps))
     eid = eid_loss_vjp(state.logits[1], q, 4, sm.scale, np.array(1.0))
     assert np.allclose(lg[1], task + lam * eid)

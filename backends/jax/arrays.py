@@ -13,7 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["dtype_name", "moveaxis", "all_finite", "to_numpy", "from_numpy", "is_traced"]
+__all__ = [
+    "dtype_name", "moveaxis", "all_finite", "to_numpy", "from_numpy", "is_traced",
+    "cotangent_like",
+]
 
 
 def is_traced(x: Any) -> bool:
@@ -119,3 +122,29 @@ def from_numpy(a: np.ndarray, like: jax.Array | None = None) -> jax.Array:
         if len(devices) == 1:
             return jax.device_put(a, next(iter(devices)))
     return jnp.asarray(a)
+
+
+def cotangent_like(cotangent: Any, out: jax.Array) -> jax.Array:
+    """``cotangent`` as the cotangent of ``out``: same shape (checked), ``out``'s dtype.
+
+    A Python number or a 0-d array is accepted for a 0-d ``out`` (the EID loss); the
+    value is converted to ``out``'s dtype, as the reference does.
+
+    Raises
+    ------
+    ValueError
+        The shapes differ.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> cotangent_like(1, jnp.zeros((), jnp.float32))
+    Array(1., dtype=float32)
+    """
+    cot = jnp.asarray(cotangent)
+    if cot.shape != out.shape:
+        raise ValueError(
+            f"cotangent has shape {tuple(cot.shape)}; expected the output shape "
+            f"{tuple(out.shape)}"
+        )
+    return cot.astype(out.dtype)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import xlogy
 
+from .arrays import cotangent_like
 from .blocks import from_blocks, log_softmax_block, softmax_block, to_blocks
 
 __all__ = ["eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp"]
@@ -110,10 +111,13 @@ def eid_loss(logits: jax.Array, targets: jax.Array, m: int, scale: float) -> jax
     return jnp.sum(xlogy(q, q) - q * log_p) / blocks
 
 
+@partial(jax.jit, static_argnames=("m",))
 def eid_loss_vjp(
     logits: jax.Array, targets: jax.Array, m: int, scale: float, cotangent: jax.Array,
 ) -> jax.Array:
     """``cotangent * dL_eid / d logits`` by ``jax.vjp`` over `eid_loss` (SPEC S2.7).
+
+    ``cotangent`` is a 0-d array or a Python number.
 
     Examples
     --------
@@ -122,5 +126,5 @@ def eid_loss_vjp(
     >>> g   # (p - q) / G with p = 1/4
     Array([-0.75,  0.25,  0.25,  0.25], dtype=float32)
     """
-    _, pullback = jax.vjp(lambda l: eid_loss(l, targets, m, scale), logits)
-    return pullback(jnp.asarray(cotangent))[0]
+    out, pullback = jax.vjp(lambda l: eid_loss(l, targets, m, scale), logits)
+    return pullback(cotangent_like(cotangent, out))[0]

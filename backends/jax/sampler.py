@@ -5,11 +5,12 @@ on values, so they trace under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; JAX's
 autodiff gives the gradients of SPEC S1.5.  The ``*_vjp`` functions are ``jax.vjp``
 over the same forward functions: one formula.
 
-The functions are compiled once per shape, dtype and pattern by ``jax.jit`` with ``n``,
-``m`` and ``hard`` static; temperature and scale are traced arguments, so annealing them
-does not recompile.  Inside a caller's ``jax.jit`` they are simply inlined.  Only the
-keys ``scale * logits + noise`` are computed outside, operation by operation, so that
-they round exactly as the reference's do (see `sample_mask`).
+The block functions and the VJPs are compiled once per shape, dtype and pattern by
+``jax.jit`` with ``n``, ``m`` and ``hard`` static; temperature and scale are traced
+arguments, so annealing them does not recompile.  Inside a caller's ``jax.jit`` they are
+simply inlined.  `sample_mask` computes its keys ``scale * logits + noise`` operation by
+operation, outside any compiled block, so that outside ``jit`` they round exactly as the
+reference's do.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .arrays import cotangent_like
 from .blocks import from_blocks, softmax_block, to_blocks
 
 __all__ = [
@@ -130,14 +132,6 @@ def sample_mask(
            [0., 0., 1., 1., 0., 0., 1., 1.]], dtype=float32)
     """
     keys = scale * logits + lax.stop_gradient(noise)
-    return _mask_of_keys(keys, n, m, temperature, hard)
-
-
-@partial(jax.jit, static_argnames=("n", "m", "hard"))
-def _mask_of_keys(
-    keys: jax.Array, n: int, m: int, temperature: float, hard: bool,
-) -> jax.Array:
-    """S1.3/S1.4 from the keys: ``s``, or ``h + (s - stop_gradient(s))``."""
     s = relaxed_topn(keys, n, m, temperature)
     if not hard:
         return s
@@ -156,6 +150,7 @@ def block_probs(logits: jax.Array, m: int, scale: float) -> jax.Array:
     return from_blocks(softmax_block(to_blocks(scale * logits, m)))
 
 
+@partial(jax.jit, static_argnames=("n", "m"))
 def relaxed_topn_vjp(
     scores: jax.Array, n: int, m: int, temperature: float, cotangent: jax.Array,
 ) -> jax.Array:
@@ -167,10 +162,11 @@ def relaxed_topn_vjp(
     >>> relaxed_topn_vjp(v, 2, 4, 1.0, jnp.ones(4)).shape
     (4,)
     """
-    _, pullback = jax.vjp(lambda v: relaxed_topn(v, n, m, temperature), scores)
-    return pullback(jnp.asarray(cotangent))[0]
+    out, pullback = jax.vjp(lambda v: relaxed_topn(v, n, m, temperature), scores)
+    return pullback(cotangent_like(cotangent, out))[0]
 
 
+@partial(jax.jit, static_argnames=("n", "m", "hard"))
 def sample_mask_vjp(
     logits: jax.Array, noise: jax.Array, n: int, m: int,
     temperature: float, scale: float, hard: bool, cotangent: jax.Array,
@@ -184,7 +180,7 @@ def sample_mask_vjp(
     >>> sample_mask_vjp(logits, noise, 2, 4, 1.0, 2.0, True, jnp.ones(4)).shape
     (4,)
     """
-    _, pullback = jax.vjp(
+    out, pullback = jax.vjp(
         lambda l: sample_mask(l, noise, n, m, temperature, scale, hard), logits
     )
-    return pullback(jnp.asarray(cotangent))[0]
+    return pullback(cotangent_like(cotangent, out))[0]

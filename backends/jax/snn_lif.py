@@ -44,6 +44,7 @@ def spike(h: jax.Array, theta: float, alpha: float) -> jax.Array:
     >>> float(jax.grad(lambda h: spike(h, 1.0, 2.0))(1.0))
     1.0
     """
+    h = jnp.asarray(h)
     return (h >= theta).astype(h.dtype)
 
 
@@ -51,6 +52,7 @@ def spike(h: jax.Array, theta: float, alpha: float) -> jax.Array:
 def _spike_jvp(theta: float, alpha: float, primals: tuple[jax.Array],
                tangents: tuple[jax.Array]) -> tuple[jax.Array, jax.Array]:
     (h,), (h_dot,) = primals, tangents
+    h = jnp.asarray(h)
     u = (_HALF_PI * alpha) * (h - theta)
     return spike(h, theta, alpha), h_dot * ((alpha / 2.0) / (1.0 + u * u))
 
@@ -65,7 +67,7 @@ def lif_over_time(current: jax.Array, lif: LIFConfig) -> jax.Array:
     Examples
     --------
     >>> lif = LIFConfig(beta=0.5, theta=1.0, time_steps=3)
-    >>> lif_over_time(jnp.full((3, 1), 0.6), lif).ravel().tolist()
+    >>> lif_over_time(jnp.full((3, 1), 0.7), lif).ravel().tolist()
     [0.0, 1.0, 0.0]
     """
     beta, theta, alpha = lif.beta, lif.theta, lif.alpha

@@ -71,7 +71,7 @@ def lif_over_time(current: torch.Tensor, lif: LIFConfig) -> torch.Tensor:
     Examples
     --------
     >>> lif = LIFConfig(beta=0.5, theta=1.0, time_steps=3)
-    >>> lif_over_time(torch.full((3, 1), 0.6), lif).flatten().tolist()
+    >>> lif_over_time(torch.full((3, 1), 0.7), lif).flatten().tolist()
     [0.0, 1.0, 0.0]
     """
     beta, theta, alpha = lif.beta, lif.theta, lif.alpha

@@ -160,9 +160,9 @@ class SamplerConfig:
     temperature_end: float = 0.2
     temperature_schedule: str = "exp"
     scale_start: float = 1.0
-    scale_end: float = 4.0
+    scale_end: float = 10.0
     scale_schedule: str = "linear"
-    logit_lr: float = 0.02
+    logit_lr: float = 0.05
 
     def __post_init__(self) -> None:
         for key in ("temperature_start", "temperature_end", "scale_start", "scale_end",
@@ -189,7 +189,7 @@ class EIDConfig:
     warmup_fraction: float = 0.1
     momentum: float = 0.9
     temperature: float = 1.0
-    temperature_end: float = 1.0
+    temperature_end: float = 0.05
     temperature_schedule: str = "exp"
     decay: float = -1.0
 

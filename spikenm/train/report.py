@@ -189,7 +189,7 @@ def write_plots(runs: list[dict[str, Any]], groups: dict[tuple[str, str], Group]
     fig.savefig(out_dir / "accuracy.png", dpi=120)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for p in pats:
+    for k, p in enumerate(pats):
         for v, style in (("spikenm", "-"), ("spikenm-noeid", "--")):
             hist = [r["flip_history"] for r in runs
                     if r["variant"] == v and r["pattern"] == p and r["flip_history"]]
@@ -198,7 +198,8 @@ def write_plots(runs: list[dict[str, Any]], groups: dict[tuple[str, str], Group]
             length = min(len(h) for h in hist)
             steps = [hist[0][i][0] for i in range(length)]
             mean = np.mean([[h[i][1] for i in range(length)] for h in hist], axis=0)
-            ax.plot(steps, mean, style, label=f"{p} {'EID' if v == 'spikenm' else 'no EID'}")
+            ax.plot(steps, mean, style, color=f"C{k}",
+                    label=f"{p} {'EID' if v == 'spikenm' else 'no EID'}")
     ax.set_xlabel("step")
     ax.set_ylabel("mask flip rate")
     ax.set_title("mask flip rate during the search phase")
