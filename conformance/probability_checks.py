@@ -7,6 +7,8 @@ probability ``ALPHA`` per seed, over the choice of seeds).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.strategies import DataObject
@@ -31,7 +33,8 @@ ROWS = 20_000
 """Blocks sampled by each chi-square test."""
 
 
-def _stats():  # type: ignore[no-untyped-def]
+def _stats() -> Any:
+    """``scipy.stats``, imported when a statistical check runs."""
     import scipy.stats
 
     return scipy.stats

@@ -52,11 +52,13 @@ class Trial:
         self._printable: list[str] = []
         self.compared_blocks = 0
         self.skipped_blocks = 0
+        self.cases = 0
 
     # -- recording -----------------------------------------------------------------------
 
     def new_case(self) -> None:
         """Start a new case inside a fixed check (its snippet starts afresh)."""
+        self.cases += 1
         self.script.clear()
         self._names.clear()
         self._alive.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from spikenm.conformance.check import Check
 from spikenm.conformance.registry import CHECKS
 from spikenm.conformance.runner import RunConfig, apply_xfails, run_check, xfails_for
 from spikenm.conformance.selection import Subject, select
@@ -27,7 +28,7 @@ def _subject(name: str) -> Subject:
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.id for c in CHECKS])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_backend_conforms(backend: str, check) -> None:  # type: ignore[no-untyped-def]
+def test_backend_conforms(backend: str, check: Check) -> None:
     import spikenm.reference as reference
 
     subject = _subject(backend)

@@ -12,8 +12,8 @@ thus identical, the results must agree to rounding:
   their largest magnitude, S0.6); correct counts equal; firing rates equal.
 * float32: within S0.6's ``rtol = 4 sqrt(eps) = 1.38e-3`` (same scaling).
 
-JAX runs float64 inside ``jax.enable_x64(True)``.  torch runs single-threaded here: the
-machine's cores are shared, and tiny ops with several intra-op threads mostly wait.
+JAX runs float64 inside ``jax.enable_x64(True)``.  torch runs single-threaded here: on
+tensors this small, intra-op threads cost more than they save.
 """
 
 from __future__ import annotations
@@ -336,6 +336,11 @@ def test_S0_5_bad_calls_name_the_value(name: str) -> None:
         with pytest.raises(ValueError, match="EID layer 7 does not exist"):
             mb.forward_backward(arch, ps, mb.from_numpy(x), mb.from_numpy(y), lif,
                                 EIDRequest((7,), (ps[0].weight,), 0.5))
+        odd = Arch((1, 8, 8), (LIN("conv", 1, 2, 3, 1, 1, 3), LIN("linear", 8, 10)))
+        ops = tuple(LayerParams(mb.from_numpy(w), mb.from_numpy(b))
+                    for w, b in _params(odd, 0, "float32"))
+        with pytest.raises(ValueError, match="8x8 map, not divisible into its 3x3 pooling"):
+            mb.evaluate(odd, ops, mb.from_numpy(x), mb.from_numpy(y), lif)
 
 
 def test_jax_labels_and_float64_without_x64() -> None:

@@ -138,12 +138,17 @@ def _current(spec: LayerSpec, p: LayerParams, a: jax.Array, lead: int) -> jax.Ar
     return out.reshape(a.shape[:lead] + out.shape[1:])
 
 
+def _check_pool(index: int, size: tuple[int, ...], q: int) -> None:
+    """S4.6 pools whole ``q x q`` windows: the map must divide into them."""
+    if size[0] % q or size[1] % q:
+        raise ValueError(f"conv layer {index} makes a {size[0]}x{size[1]} map, not divisible "
+                         f"into its {q}x{q} pooling windows")
+
+
 def _pool(s: jax.Array, q: int) -> jax.Array:
     """``q x q`` average pooling (stride ``q``, no padding) of ``(T, B, C, H, W)`` (S4.6)."""
     *lead, c, h, w = s.shape
-    ho, wo = h // q, w // q
-    s = s[..., :ho * q, :wo * q].reshape(*lead, c, ho, q, wo, q)
-    return s.mean(axis=(-3, -1))
+    return s.reshape(*lead, c, h // q, q, w // q, q).mean(axis=(-3, -1))
 
 
 class _Pass(NamedTuple):
@@ -183,7 +188,10 @@ def _forward(arch: Arch, lif: LIFConfig, params: tuple[LayerParams, ...], x: jax
             return _Pass(current.mean(axis=0), tuple(spikes), tuple(inputs), tuple(currents))
         s = lif_over_time(current, lif)
         spikes.append(s)
-        a = _pool(s, spec.pool) if spec.kind == "conv" and spec.pool > 1 else s
+        if spec.kind == "conv" and spec.pool > 1:
+            _check_pool(index, tuple(s.shape[-2:]), spec.pool)
+            s = _pool(s, spec.pool)
+        a = s
         static = False
     raise ValueError("arch has no layers")
 

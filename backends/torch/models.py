@@ -36,7 +36,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spikenm.train.config import LIFConfig

@@ -112,6 +112,13 @@ def _current(spec: LayerSpec, p: LayerParams, a: torch.Tensor, lead: int) -> tor
     return out.reshape(tuple(a.shape[:lead]) + tuple(out.shape[1:]))
 
 
+def _check_pool(index: int, size: tuple[int, ...], q: int) -> None:
+    """S4.6 pools whole ``q x q`` windows: the map must divide into them."""
+    if size[0] % q or size[1] % q:
+        raise ValueError(f"conv layer {index} makes a {size[0]}x{size[1]} map, not divisible "
+                         f"into its {q}x{q} pooling windows")
+
+
 def _pool(s: torch.Tensor, q: int) -> torch.Tensor:
     """``q x q`` average pooling (stride ``q``) of spikes ``(T, B, C, H, W)`` (S4.6)."""
     pooled = F.avg_pool2d(s.reshape((-1,) + tuple(s.shape[2:])), q)
@@ -131,6 +138,7 @@ class _Pass:
 
 def _forward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor, lif: LIFConfig,
              static: bool) -> _Pass:
+    """The network of S4 on ``x`` (``static``: ``(B, ...)`` shown at every step)."""
     t_steps = lif.time_steps
     last = len(arch.layers) - 1
     a = x
@@ -155,7 +163,10 @@ def _forward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor, lif: 
             return _Pass(current.mean(dim=0), spikes, inputs, statics, currents)
         s = lif_over_time(current, lif)
         spikes.append(s)
-        a = _pool(s, spec.pool) if spec.kind == "conv" and spec.pool > 1 else s
+        if spec.kind == "conv" and spec.pool > 1:
+            _check_pool(index, tuple(s.shape[-2:]), spec.pool)
+            s = _pool(s, spec.pool)
+        a = s
         static = False
     raise ValueError("arch has no layers")
 
