@@ -30,11 +30,14 @@ Validating a backend in three steps
 
        python -m spikenm.conformance --backend mypackage.mymodule:BACKEND --report out.json
 
-   or, under pytest (the plugin is `spikenm.conformance.pytest_plugin`)::
+   or, under pytest, one test per check::
 
-       pytest -p spikenm.conformance.pytest_plugin --pyargs spikenm.conformance \\
-           --spikenm-backend mypackage.mymodule:BACKEND
+       pytest --pyargs spikenm.conformance --spikenm-backend mypackage.mymodule:BACKEND
        SPIKENM_BACKEND=mypackage.mymodule:BACKEND pytest --pyargs spikenm.conformance
+
+   The ``--spikenm-*`` options come from the plugin `spikenm.conformance.pytest_plugin`,
+   registered through the package's ``pytest11`` entry point (if your installation
+   lacks it, add ``-p spikenm.conformance.pytest_plugin``).
 
    Built-in names: ``numpy`` (alias ``reference``), ``torch``, ``jax`` (the suite turns
    on ``jax_enable_x64``: float64 is part of the contract), ``array_api_strict``.  A

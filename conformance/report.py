@@ -31,9 +31,12 @@ def _versions() -> dict[str, str]:
 def metadata(result: SuiteResult) -> dict[str, Any]:
     """Who was tested with what: backend, versions, platform, Hypothesis settings."""
     subject, config = result.subject, result.config
+    from hypothesis import settings
+
     from .registry import CHECKS
 
     effective = hypothesis_settings(config, CHECKS[0])
+    profile = settings.get_profile(config.profile)
     return {
         "backend": {
             "selected_as": subject.spec,
@@ -52,7 +55,8 @@ def metadata(result: SuiteResult) -> dict[str, Any]:
         "platform": {"system": platform.platform(), "machine": platform.machine(), "executable": sys.executable},
         "hypothesis": {
             "profile": config.profile,
-            "max_examples": config.max_examples if config.max_examples is not None else effective.max_examples,
+            "max_examples": config.max_examples if config.max_examples is not None else profile.max_examples,
+            "per_check_budget": {check.id: check.budget for check in CHECKS},
             "derandomize": effective.derandomize,
             "seed": config.seed,
             "shrink": config.shrink,

@@ -10,8 +10,9 @@ lists every draw by name.
 * Logits mixing: a spread of values of some magnitude (up to ``MAX_ABS``: 1e4 in float32,
   1e6 in float64, so that ``scale * logits + noise`` stays finite), exact ties (including
   ``-0.0`` against ``0.0``), near-ties a few ulps apart, extremes, tiny normal numbers.
-  Subnormal numbers are left out: CPUs running with flush-to-zero legitimately treat
-  them as 0.
+  Subnormal numbers are left out of the math inputs: CPUs running with flush-to-zero
+  legitimately treat them as 0 in arithmetic.  The packed-format values include them
+  (packing moves bits, and ``w != 0`` holds for a subnormal).
 * Noise: actual Gumbel draws (NumPy, from a drawn seed), zeros (keys tie where logits
   tie), or values from a small pool (more ties).
 * Temperatures in ``[0.05, 10]``, scales in ``[0.1, 10]``.
@@ -176,7 +177,11 @@ def sampler_case(data: st.DataObject, *, max_m: int = 16) -> SamplerCase:
 
 
 def _values(dtype: str, shape: tuple[int, ...], specials: bool) -> st.SearchStrategy[np.ndarray]:
-    """Arbitrary values of a real dtype (no zeros are forced; the keep mask decides)."""
+    """Arbitrary values of a real dtype (no zeros are forced; the keep mask decides).
+
+    With ``specials``, floats include NaN, infinities, ``-0.0`` and subnormal numbers:
+    the packed format moves bits (S3.1), and a subnormal weight is a non-zero (S3.3) that
+    must not be dropped by a flush-to-zero comparison."""
     if dtype == "bool":
         return hnp.arrays(np.bool_, shape, elements=st.booleans())
     if dtype == "bfloat16":
@@ -188,7 +193,9 @@ def _values(dtype: str, shape: tuple[int, ...], specials: bool) -> st.SearchStra
         return hnp.arrays(dt, shape, elements=st.integers(int(info.min), int(info.max)))
     finite = st.floats(width=_width(dtype), allow_nan=False, allow_infinity=False)
     if specials:
-        elements = st.one_of(finite, st.sampled_from([math.nan, math.inf, -math.inf, -0.0]))
+        sub = float(np.finfo(dt).smallest_subnormal)
+        odd = exact_values(dtype, [math.nan, math.inf, -math.inf, -0.0, sub, -3 * sub])
+        elements = st.one_of(finite, st.sampled_from(odd))
     else:
         elements = finite
     return hnp.arrays(dt, shape, elements=elements)

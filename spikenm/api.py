@@ -380,7 +380,7 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
             values = (values.astype(np.uint32) << 16).view(np.float32)
         if not np.isin(values, (0, 1)).all():
             bad = values[~np.isin(values, (0, 1))].flat[0]
-            raise ValueError(f"mask must contain only 0 and 1, found {bad!r}")
+            raise ValueError(f"mask must contain only 0 and 1, found {bad.item()!r}")
         keep = mask
         name, what = "mask", "pack"
     counts = _block_counts(be, keep, m, ax, what, name)

@@ -309,6 +309,37 @@ def test_S1_3_relaxed_topn_matches_reference(
     np.testing.assert_allclose(sums, n, rtol=_rtol(dtype))
 
 
+@given(pattern, float_dtype, seed, rows, blocks, st.sampled_from((0.1, 0.5, 1.5)),
+       st.sampled_from((10.0, 20.0, 32.0, 60.0, 100.0)))
+def test_S1_3_saturating_blocks_match_reference(
+    nm: tuple[int, int], dtype: Any, s: int, r: int, g: int, tau: float, lead: float,
+) -> None:
+    """S1.3: blocks with one dominant key, where a_j rounds to exactly 1 (the entry then
+    leaves the block) or only nearly so, equal the reference (the backend's compiled
+    block code is where XLA fuses operations, which must not move a_j off 1)."""
+    n, m = nm
+    keys = _normal(s, (r, g * m), dtype)
+    keys[..., ::m] += np.asarray(lead, dtype)
+    want = api.relaxed_topn(keys, n, m, temperature=tau)
+    _assert_close(api.relaxed_topn(_j(keys), n, m, temperature=tau), want, dtype)
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_S1_3_picked_entry_leaves_the_block_under_jit(x64: bool) -> None:
+    """S1.3: keys (34.4, 1.3, ...) at tau 1.5: a_1 of the first entry rounds to 1 in
+    float32, so it is picked once (s_0 = 1), not again (s_0 = 2.83), also under jit."""
+    keys = np.array([34.413059, 1.3084118, -0.47984916, 0.13620746, 2.3140712, 0.5663033,
+                     0.4275517, 1.748455], np.float32)
+    want = ref.relaxed_topn(keys, 4, 8, 1.5)
+    with jax.enable_x64(x64):
+        eager = api.relaxed_topn(_j(keys), 4, 8, temperature=1.5)
+        jitted = jax.jit(lambda v: api.sample_mask(
+            v, 4, 8, noise=jnp.zeros_like(v), temperature=1.5, hard=False))(_j(keys))
+    for got in (eager, jitted):
+        assert float(got[0]) == 1.0
+        _assert_close(got, want, np.float32)
+
+
 def test_S1_3_relaxed_topn_tends_to_hard_mask() -> None:
     """S1.3: s -> h as tau -> 0 when the top n + 1 keys are distinct, also for keys that
     span more than 87.3 in float32 (an entry whose a_j rounds to 1 leaves the block:
@@ -400,9 +431,11 @@ def test_S1_4_S1_5_jax_grad_through_api_equals_reference_vjp(dtype: Any, hard: b
 def test_S1_5_vjp_cotangent_shape_is_checked() -> None:
     """S1.5: a cotangent of the wrong shape raises ValueError naming both shapes."""
     x = jnp.zeros(8, jnp.float32)
-    with pytest.raises(ValueError, match=r"cotangent has shape \(4,\); expected the output shape \(8,\)"):
+    expected = r"cotangent has shape \(4,\); expected the output shape \(8,\)"
+    with pytest.raises(ValueError, match=expected):
         jb.sample_mask_vjp(x, x, 2, 4, 1.0, 1.0, True, jnp.ones(4, jnp.float32))
-    with pytest.raises(ValueError, match=r"cotangent has shape \(2,\); expected the output shape \(\)"):
+    expected = r"cotangent has shape \(2,\); expected the output shape \(\)"
+    with pytest.raises(ValueError, match=expected):
         jb.eid_loss_vjp(x, x, 4, 1.0, jnp.ones(2, jnp.float32))
 
 
@@ -732,7 +765,8 @@ def test_S3_3_pack_under_jit_api_refuses_backend_works() -> None:
 def test_S3_1_unpack_refuses_out_of_range_indices() -> None:
     """S3.1/S0.5: a concrete index >= m raises instead of being dropped by the scatter."""
     bad = Packed(jnp.ones((1, 2)), jnp.array([[1, 4]], jnp.uint8), 2, 4, (1, 4), 1)
-    with pytest.raises(ValueError, match=r"indices\[0, 1\] \(block 0\) is 4; expected a value in \[0, 4\)"):
+    expected = r"indices\[0, 1\] \(block 0\) is 4; expected a value in \[0, 4\)"
+    with pytest.raises(ValueError, match=expected):
         api.unpack(bad)
     with pytest.raises(ValueError, match=r"is 4; expected a value in \[0, 4\)"):
         api.spmm(bad, jnp.ones(4))

@@ -80,7 +80,9 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
     The ``n`` steps are a ``lax.scan`` (unrolled for ``n <= 16``).  The ``-inf`` branch is
     a ``jnp.where`` whose other branch takes the log of a safe value (1 where
     ``a_j == 1``), so autodiff gives it a zero derivative without a ``0 * inf`` and the
-    gradient is exactly the reverse recursion of SPEC S1.5.
+    gradient is exactly the reverse recursion of SPEC S1.5.  The block maximum of
+    ``alpha_j`` is subtracted before the division by ``tau`` (`_shift_to_zero`), so the
+    "rounds to 1" test sees the reference's ``a_j`` under ``jax.jit`` too.
 
     Examples
     --------
@@ -94,14 +96,30 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
         carry: tuple[jax.Array, jax.Array], _: None
     ) -> tuple[tuple[jax.Array, jax.Array], None]:
         alpha, s = carry
-        a = softmax_block(alpha / temperature)
+        a = softmax_block(_shift_to_zero(alpha) / temperature)
         rest = 1.0 - a
         alive = rest > 0
         lowered = alpha + jnp.log(jnp.where(alive, rest, jnp.ones_like(rest)))
         return (jnp.where(alive, lowered, -jnp.inf), s + a), None
 
-    (_, s), _ = lax.scan(step, (alpha, jnp.zeros_like(alpha)), None, length=n, unroll=_unroll(n))
+    start = (alpha, jnp.zeros_like(alpha))
+    (_, s), _ = lax.scan(step, start, None, length=n, unroll=_unroll(n))
     return from_blocks(s)
+
+
+def _shift_to_zero(alpha: jax.Array) -> jax.Array:
+    """``alpha - max alpha`` per block: the largest entry becomes exactly 0 before the
+    division by the temperature.
+
+    ``softmax_block(alpha / tau)`` is unchanged in exact arithmetic, but XLA computes
+    ``alpha / tau - max(alpha / tau)`` as one fused multiply-add of the unrounded
+    quotient, so the largest entry's exponent could be ``6e-7`` instead of 0, its
+    ``a_j`` lands just off 1, and S1.3's "``a_j`` rounds to exactly 1" test give the other
+    answer than the reference's (the entry is then picked again).  A difference of two
+    stored numbers has no product to fuse: the largest entry gets ``exp(0) = 1`` and
+    ``a_j = 1 / sum`` exactly, as in the reference.
+    """
+    return alpha - lax.stop_gradient(jnp.max(alpha, axis=-1, keepdims=True))
 
 
 def sample_mask(
