@@ -823,3 +823,16 @@ def test_S3_packed_is_a_pytree_through_jit() -> None:
     assert jax.tree_util.tree_structure(doubled) == treedef
     other = api.pack(w.reshape(8, 8), 2, 8)
     assert jax.tree_util.tree_structure(other) != treedef
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_S3_3_subnormal_weights_count_and_pack(dtype: str) -> None:
+    """S3.3: ``x != 0`` holds for subnormals even though XLA on CPU flushes them in float
+    comparisons; they are counted, rejected by check_nm and packed bit for bit."""
+    tiny = np.array([np.finfo(dtype).smallest_subnormal] * 4 + [0.0] * 4, dtype=dtype)
+    x = jnp.asarray(tiny)
+    assert not api.is_nm(x, 2, 4)
+    with pytest.raises(ValueError, match="block 0 at \\[0:4\\] has 4 non-zeros"):
+        api.check_nm(x, 2, 4)
+    packed = api.pack(x, 4, 4)
+    np.testing.assert_array_equal(np.asarray(api.unpack(packed)).view(np.uint8), tiny.view(np.uint8))

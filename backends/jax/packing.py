@@ -26,6 +26,28 @@ from .blocks import from_blocks, to_blocks
 __all__ = ["block_nnz", "pack", "unpack", "spmm"]
 
 
+_UNSIGNED = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
+
+
+def nonzero(x: jax.Array) -> jax.Array:
+    """``x != 0`` as SPEC S3.3 means it, also where XLA flushes subnormals to zero.
+
+    XLA on CPU compares floats with subnormals flushed, so ``1.4e-45 != 0`` would be
+    False and a subnormal weight would be dropped.  Floats are therefore tested on their
+    bits with the sign bit cleared: ``-0.0`` is zero, NaN and subnormals are non-zero.
+
+    Examples
+    --------
+    >>> nonzero(jnp.array([0.0, -0.0, 1e-45, jnp.nan], dtype=jnp.float32))
+    Array([False, False,  True,  True], dtype=bool)
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x != 0
+    bits = jax.lax.bitcast_convert_type(x, _UNSIGNED[x.dtype.itemsize])
+    magnitude = np.array((1 << (8 * x.dtype.itemsize - 1)) - 1).astype(bits.dtype)
+    return (bits & magnitude) != 0
+
+
 @partial(jax.jit, static_argnames=("m",))
 def block_nnz(x: jax.Array, m: int) -> jax.Array:
     """Number of non-zero entries in each block of ``m`` along the last axis.
@@ -43,7 +65,7 @@ def block_nnz(x: jax.Array, m: int) -> jax.Array:
     Array([[2, 1]], dtype=int32)
     """
     count = jax.dtypes.canonicalize_dtype(np.int64)
-    return jnp.sum(to_blocks(x, m) != 0, axis=-1, dtype=count)
+    return jnp.sum(nonzero(to_blocks(x, m)), axis=-1, dtype=count)
 
 
 @partial(jax.jit, static_argnames=("n", "m"))
@@ -67,7 +89,7 @@ def pack(w: jax.Array, keep: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.
     >>> v, i
     (Array([0., 5.], dtype=float32), Array([0, 1], dtype=uint8))
     """
-    kept = to_blocks(keep, m) != 0
+    kept = nonzero(to_blocks(keep, m))
     count = jnp.sum(kept, axis=-1, keepdims=True, dtype=jnp.int32)
     unkept_so_far = jnp.cumsum(~kept, axis=-1, dtype=jnp.int32)
     selected = kept | (unkept_so_far <= n - count)
