@@ -98,7 +98,7 @@ def _train(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from .train.config import ConfigError, config_from_dict, parse_overrides
+    from .train.config import ConfigError, config_from_dict, load_config
     from .train.reproduce import FULL, QUICK, VARIANTS, run_grid, write_report
 
     grid = QUICK if args.quick else FULL
@@ -117,8 +117,9 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         grid = replace(grid, variants=chosen)
+    overrides = tuple(args.set)
     try:
-        base = config_from_dict(parse_overrides(args.set), text=True) if args.set else None
+        load_config(None, list(grid.overrides) + list(overrides))
         for p in grid.patterns:
             config_from_dict({"sparsity": {"pattern": p}})
     except ConfigError as exc:
@@ -127,9 +128,9 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"spikenm reproduce ({grid.name}): data {grid.data}, backend {args.backend}, "
           f"seeds {list(grid.seeds)}, patterns {list(grid.patterns)}, "
           f"methods {list(grid.variants)} -> {args.out}", flush=True)
-    runs = run_grid(grid, args.backend, args.out, base, stream=sys.stdout)
+    runs = run_grid(grid, args.backend, args.out, overrides, stream=sys.stdout)
     command = "spikenm " + " ".join(shlex.quote(a) for a in argv)
-    print(write_report(grid, runs, args.backend, args.out, command))
+    print(write_report(grid, runs, args.backend, args.out, command, overrides))
     return 0
 
 

@@ -270,8 +270,9 @@ def test_forward_only_backend_reports_gradients_not_applicable() -> None:
 
 def test_pytest_entry_point(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SPIKENM_BACKEND"}
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-            "spikenm.conformance.pytest_plugin", "--pyargs", "spikenm.conformance"]
+    # The documented command: the plugin comes from the package's pytest11 entry point.
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "--pyargs", "spikenm.conformance"]
     report = tmp_path / "pytest-report.json"
     done = subprocess.run(base + ["--spikenm-backend", "numpy", "--spikenm-profile", "ci",
                                   "--spikenm-max-examples", "2", "-k", "S1.2 or S2.6",

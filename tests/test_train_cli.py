@@ -91,3 +91,14 @@ def test_train_does_not_import_torch_or_jax(tmp_path) -> None:
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_reproduce_cell_configs_user_settings_win() -> None:
+    from spikenm.train.reproduce import FULL, QUICK, cells, run_config
+
+    cfg = run_config(QUICK, "spikenm-noeid", "1:8", 2, "numpy", ("optim.epochs=1",))
+    assert cfg.optim.epochs == 1 and cfg.model.hidden == (128, 128, 128)
+    assert (cfg.sparsity.method, cfg.sparsity.pattern, cfg.eid.enabled) == ("spikenm", "1:8",
+                                                                             False)
+    assert cfg.run.seed == 2 and cfg.data.name == "digits"
+    assert len(cells(FULL)) == 3 * (1 + 6 * 4)

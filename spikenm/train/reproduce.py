@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import report
-from .config import TrainConfig, config_from_dict, config_to_dict, parse_overrides
+from .config import TrainConfig, config_to_dict, load_config
 from .loop import train
 
 VARIANTS = ("dense", "spikenm", "spikenm-noeid", "srste", "asp", "maskllm", "random")
@@ -47,10 +47,10 @@ FULL = Grid("full", "mnist5k", (0, 1, 2), ("2:4", "1:4", "2:8", "1:8"),
 
 
 def run_config(grid: Grid, variant: str, pattern: str, seed: int, backend: str,
-               base: TrainConfig | None = None) -> TrainConfig:
-    """The `TrainConfig` of one grid cell."""
-    cfg = config_from_dict(parse_overrides(list(grid.overrides)), base or TrainConfig(),
-                           text=True)
+               overrides: tuple[str, ...] = ()) -> TrainConfig:
+    """The `TrainConfig` of one grid cell: defaults, then the grid's settings, then the
+    user's ``overrides`` (``section.key=value``), then the cell's method/pattern/seed."""
+    cfg = load_config(None, list(grid.overrides) + list(overrides))
     method = "spikenm" if variant == "spikenm-noeid" else variant
     cfg = replace(
         cfg,
@@ -86,14 +86,14 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_grid(grid: Grid, backend: str, out_dir: str | Path, base: TrainConfig | None = None,
+def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str, ...] = (),
              stream: TextIO | None = None) -> list[dict[str, Any]]:
     """Run (or continue) ``grid``; returns one record per run.  One progress line per run
     goes to ``stream`` when given."""
     out = Path(out_dir)
     results_path = out / "results.json"
-    key = {"grid": asdict(grid), "backend": backend,
-           "base": config_to_dict(base or TrainConfig())}
+    key = {"grid": asdict(grid), "backend": backend, "overrides": list(overrides),
+           "defaults": config_to_dict(TrainConfig())}
     runs: list[dict[str, Any]] = []
     if results_path.is_file():
         saved = json.loads(results_path.read_text(encoding="utf-8"))
@@ -105,7 +105,7 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, base: TrainConfig | 
     for i, (variant, pattern, seed) in enumerate(todo):
         if (variant, pattern, seed) in done:
             continue
-        cfg = run_config(grid, variant, pattern, seed, backend, base)
+        cfg = run_config(grid, variant, pattern, seed, backend, overrides)
         result = train(cfg, stream=None)
         s = result.summary
         flips = [[r["step"], r["flip_rate"]] for r in result.records
@@ -126,7 +126,7 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, base: TrainConfig | 
 
 
 def write_report(grid: Grid, runs: list[dict[str, Any]], backend: str, out_dir: str | Path,
-                 command: str) -> str:
+                 command: str, overrides: tuple[str, ...] = ()) -> str:
     """Markdown report (table, claims, plot notes) written to ``OUT/report.md``."""
     out = Path(out_dir)
     groups = report.group_runs(runs)
@@ -137,7 +137,8 @@ def write_report(grid: Grid, runs: list[dict[str, Any]], backend: str, out_dir: 
         f"Command: `{command}`",
         "",
         f"Data `{grid.data}`, backend `{backend}`, seeds {list(grid.seeds)}, settings "
-        f"{', '.join(grid.overrides) or 'defaults'}; every method has the same budget.",
+        f"{', '.join(grid.overrides + tuple(overrides)) or 'defaults'}; every method has the "
+        f"same budget.",
         "",
         report.markdown_table(groups),
         "",
