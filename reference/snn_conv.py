@@ -11,6 +11,7 @@ with ``Wb = W.transpose(0, 2, 3, 1)`` flattened (``W`` in ``(out, in, k, k)``).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -47,19 +48,31 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int
     return cols, (ho, wo)
 
 
+@numba.njit(cache=True)
+def _col2im_kernel(g, out, kernel, stride):  # type: ignore[no-untyped-def]
+    n, ho, wo = g.shape[0], g.shape[1], g.shape[2]
+    c = g.shape[5]
+    for b in range(n):
+        for i in range(ho):
+            for j in range(wo):
+                for a in range(kernel):
+                    for e in range(kernel):
+                        row, col = i * stride + a, j * stride + e
+                        for ch in range(c):
+                            out[b, row, col, ch] += g[b, i, j, a, e, ch]
+
+
 def col2im(cols: np.ndarray, in_shape: tuple[int, ...], kernel: int, stride: int,
            padding: int) -> np.ndarray:
-    """Adjoint of `im2col`: sums column gradients back into ``(N, H, W, C)``."""
+    """Adjoint of `im2col`: sums column gradients back into ``(N, H, W, C)``
+    (a Numba loop over the columns in their memory order)."""
     n, h, w, c = in_shape
     p = padding
     ho = (h + 2 * p - kernel) // stride + 1
     wo = (w + 2 * p - kernel) // stride + 1
-    g = cols.reshape(n, ho, wo, kernel, kernel, c)
+    g = np.ascontiguousarray(cols).reshape(n, ho, wo, kernel, kernel, c)
     out = np.zeros((n, h + 2 * p, w + 2 * p, c), cols.dtype)
-    for a in range(kernel):
-        for b in range(kernel):
-            out[:, a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride] += \
-                g[:, :, :, a, b]
+    _col2im_kernel(g, out, kernel, stride)
     return out[:, p:p + h, p:p + w] if p else out
 
 
