@@ -296,7 +296,7 @@ def test_S4_5_detach_reset_is_honoured() -> None:
 
 @pytest.mark.parametrize("module_name", [
     "spikenm.backends.torch.snn_lif", "spikenm.backends.jax.snn_lif",
-    "spikenm.backends.torch.models", "spikenm.backends.jax.models"])
+    "spikenm.train.network", "spikenm.backends.jax.models"])
 def test_docstring_examples_run(module_name: str) -> None:
     """The examples in the model backends' docstrings run and print what they show."""
     import doctest
@@ -478,7 +478,7 @@ def test_vgg11_arch_layers() -> None:
     after conv 1, 2, 4, 6, 8, a 1x1x512 map on 32x32 inputs, then the Linear layers; the
     default is the trainer core's network of spikenm/configs/cifar10_vgg11.toml."""
     import spikenm
-    from spikenm.backends.torch.models import vgg11_arch
+    from spikenm.train.network import vgg11_arch
     from spikenm.train.network import build_arch
 
     toml = Path(spikenm.__file__).parent / "configs" / "cifar10_vgg11.toml"
@@ -498,7 +498,7 @@ def test_vgg11_arch_layers() -> None:
 def test_vgg11_step_agrees_torch_reference() -> None:
     """A narrow VGG-11 (width 8) on 32x32 inputs runs through the model backends: torch
     equals the reference (S4, S2.3) in float64."""
-    from spikenm.backends.torch.models import vgg11_arch
+    from spikenm.train.network import vgg11_arch
 
     arch = vgg11_arch((3, 32, 32), 10, (32,), width=8)
     lif = LIFConfig(time_steps=2)

@@ -2,7 +2,7 @@
 
 Meant for CIFAR-10/100 runs (``3 x 32 x 32`` inputs) on a GPU; on a CPU it is only
 shape-checked on tiny inputs.  (Spiking VGG-11 is a plain `Arch`,
-`spikenm.backends.torch.models.vgg11_arch`, run by every model backend.)
+`spikenm.train.network.vgg11_arch`, run by every model backend.)
 
 Architecture (tdBN paper, Zheng et al., AAAI 2021; the same network as
 `spikenm.backends.torch.models.ResNet19`): a 3x3 conv stem of ``w`` channels + tdBN + LIF;

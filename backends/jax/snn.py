@@ -38,6 +38,7 @@ from jax import lax
 
 from spikenm.train.config import LIFConfig
 from spikenm.train.model_backend import (
+    check_call,
     Arch, EIDRequest, EvalResult, LayerParams, LayerSpec, StepResult,
 )
 
@@ -74,34 +75,6 @@ def to_numpy(x: jax.Array) -> np.ndarray:
     return arrays.to_numpy(x)
 
 
-def check_call(arch: Arch, weight_shapes: list[tuple[int, ...]],
-               bias_shapes: list[tuple[int, ...]], x_shape: tuple[int, ...],
-               lif: LIFConfig) -> bool:
-    """Validate the shapes of one call; return True for a static (direct-encoded) input.
-
-    Raises
-    ------
-    ValueError
-        Naming the offending parameter or input shape and the expected one.
-    """
-    if len(weight_shapes) != len(arch.layers):
-        raise ValueError(f"got parameters for {len(weight_shapes)} layers; the arch has "
-                         f"{len(arch.layers)}")
-    for index, (spec, ws, bs) in enumerate(zip(arch.layers, weight_shapes, bias_shapes)):
-        if tuple(ws) != spec.weight_shape():
-            raise ValueError(f"layer {index} weight has shape {tuple(ws)}; expected "
-                             f"{spec.weight_shape()} for {spec}")
-        if tuple(bs) != (spec.out_features,):
-            raise ValueError(f"layer {index} bias has shape {tuple(bs)}; expected "
-                             f"({spec.out_features},)")
-    rank = len(arch.input_shape)
-    if tuple(x_shape[-rank:]) != arch.input_shape or len(x_shape) not in (rank + 1, rank + 2):
-        raise ValueError(f"input has shape {tuple(x_shape)}; expected (B, *{arch.input_shape}) "
-                         f"or (T={lif.time_steps}, B, *{arch.input_shape})")
-    if len(x_shape) == rank + 2 and x_shape[0] != lif.time_steps:
-        raise ValueError(f"time-major input has {x_shape[0]} steps; expected "
-                         f"lif.time_steps={lif.time_steps}")
-    return len(x_shape) == rank + 1
 
 
 def _check_arrays(params: tuple[LayerParams, ...], x: jax.Array, y: jax.Array,
@@ -137,12 +110,6 @@ def _current(spec: LayerSpec, p: LayerParams, a: jax.Array, lead: int) -> jax.Ar
     out = _conv(merged, p.weight, spec) + p.bias[:, None, None]
     return out.reshape(a.shape[:lead] + out.shape[1:])
 
-
-def _check_pool(index: int, size: tuple[int, ...], q: int) -> None:
-    """S4.6 pools whole ``q x q`` windows: the map must divide into them."""
-    if size[0] % q or size[1] % q:
-        raise ValueError(f"conv layer {index} makes a {size[0]}x{size[1]} map, not divisible "
-                         f"into its {q}x{q} pooling windows")
 
 
 def _pool(s: jax.Array, q: int) -> jax.Array:
@@ -189,7 +156,6 @@ def _forward(arch: Arch, lif: LIFConfig, params: tuple[LayerParams, ...], x: jax
         s = lif_over_time(current, lif)
         spikes.append(s)
         if spec.kind == "conv" and spec.pool > 1:
-            _check_pool(index, tuple(s.shape[-2:]), spec.pool)
             s = _pool(s, spec.pool)
         a = s
         static = False

@@ -215,6 +215,55 @@ class ModelBackend(Protocol):
         """Forward pass only (no gradients) on one batch."""
 
 
+def check_call(arch: Arch, weight_shapes: list[tuple[int, ...]],
+               bias_shapes: list[tuple[int, ...]], x_shape: tuple[int, ...],
+               lif: LIFConfig) -> bool:
+    """Validate the shapes of one call; return True for a static (direct-encoded) input.
+
+    Raises
+    ------
+    ValueError
+        Naming the offending parameter or input shape and the expected one.
+    """
+    if len(weight_shapes) != len(arch.layers):
+        raise ValueError(f"got parameters for {len(weight_shapes)} layers; the arch has "
+                         f"{len(arch.layers)}")
+    for index, (spec, ws, bs) in enumerate(zip(arch.layers, weight_shapes, bias_shapes)):
+        if tuple(ws) != spec.weight_shape():
+            raise ValueError(f"layer {index} weight has shape {tuple(ws)}; expected "
+                             f"{spec.weight_shape()} for {spec}")
+        if tuple(bs) != (spec.out_features,):
+            raise ValueError(f"layer {index} bias has shape {tuple(bs)}; expected "
+                             f"({spec.out_features},)")
+    rank = len(arch.input_shape)
+    if tuple(x_shape[-rank:]) != arch.input_shape or len(x_shape) not in (rank + 1, rank + 2):
+        raise ValueError(f"input has shape {tuple(x_shape)}; expected (B, *{arch.input_shape}) "
+                         f"or (T={lif.time_steps}, B, *{arch.input_shape})")
+    if len(x_shape) == rank + 2 and x_shape[0] != lif.time_steps:
+        raise ValueError(f"time-major input has {x_shape[0]} steps; expected "
+                         f"lif.time_steps={lif.time_steps}")
+    _check_pooling(arch)
+    return len(x_shape) == rank + 1
+
+
+def _check_pooling(arch: Arch) -> None:
+    """S4.6 pools whole ``q x q`` windows: every pooled conv map must divide into them."""
+    if len(arch.input_shape) != 3:
+        return
+    _, h, w = arch.input_shape
+    for index, spec in enumerate(arch.layers):
+        if spec.kind != "conv":
+            break
+        h = (h + 2 * spec.padding - spec.kernel) // spec.stride + 1
+        w = (w + 2 * spec.padding - spec.kernel) // spec.stride + 1
+        q = spec.pool
+        if q > 1:
+            if h % q or w % q:
+                raise ValueError(f"conv layer {index} makes a {h}x{w} map, not divisible "
+                                 f"into its {q}x{q} pooling windows (SPEC S4.6)")
+            h, w = h // q, w // q
+
+
 def load_model_backend(name: str) -> ModelBackend:
     """The model backend called ``name`` (``numpy``, ``torch`` or ``jax``).
 

@@ -96,3 +96,55 @@ def masked_layers(arch: Arch, sparsity: SparsityConfig) -> tuple[int, ...]:
     if sparsity.method == "maskllm" and n == m:
         raise ValueError(f"maskllm needs n < m, got pattern {sparsity.pattern} (dense)")
     return tuple(chosen)
+
+
+VGG11_CHANNELS = (64, 128, 256, 256, 512, 512, 512, 512)
+"""Conv widths of VGG-11 (configuration "A" of Simonyan & Zisserman)."""
+VGG11_POOL_AFTER = (0, 1, 3, 5, 7)
+"""Conv layers followed by 2x2 pooling (the "M" entries of configuration "A")."""
+
+
+def vgg11_arch(input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
+               hidden: tuple[int, ...] = (), width: int = 64) -> Arch:
+    """Spiking VGG-11 as an `Arch`: 8 conv layers (3x3, stride 1, padding 1, LIF after
+    each, 2x2 average pooling of the spikes after conv 1, 2, 4, 6, 8), Linear + LIF
+    layers of widths ``hidden`` and the readout.
+
+    ``width`` scales every conv width by ``width / 64`` (64 is the paper's network).  On
+    ``32 x 32`` inputs the last conv map is ``1 x 1``, so the first Linear layer sees
+    ``8 * width`` features.  The default (no hidden Linear layer, the usual CIFAR head) is
+    the network of ``spikenm/configs/cifar10_vgg11.toml``, i.e. `spikenm.train.network.
+    build_arch` with ``model.channels = VGG11_CHANNELS`` and pools 2 after the layers
+    of `VGG11_POOL_AFTER`; ``hidden=(4096, 4096)`` gives the original ImageNet head.
+
+    Raises
+    ------
+    ValueError
+        When a pooling stage would see an odd map size, or ``width < 1``.
+
+    Examples
+    --------
+    >>> arch = vgg11_arch(hidden=(4096, 4096))
+    >>> [l.out_features for l in arch.layers]
+    [64, 128, 256, 256, 512, 512, 512, 512, 4096, 4096, 10]
+    >>> arch.layers[8].in_features
+    512
+    """
+    if width < 1:
+        raise ValueError(f"width={width} is invalid; expected a positive integer")
+    c, h, w = input_shape
+    layers: list[LayerSpec] = []
+    for index, base in enumerate(VGG11_CHANNELS):
+        out = max(1, base * width // 64)
+        pool = 2 if index in VGG11_POOL_AFTER else 1
+        if pool > 1 and (h % 2 or w % 2):
+            raise ValueError(f"VGG-11 conv {index} sees a {h}x{w} map; its 2x2 pooling needs "
+                             f"even sizes: use a {input_shape[0]}x32x32 input (or 2^k sizes)")
+        layers.append(LayerSpec("conv", c, out, 3, 1, 1, pool))
+        c, h, w = out, h // pool, w // pool
+    features = c * h * w
+    for size in hidden:
+        layers.append(LayerSpec("linear", features, size))
+        features = size
+    layers.append(LayerSpec("linear", features, num_classes))
+    return Arch(tuple(int(s) for s in input_shape), tuple(layers))
