@@ -31,3 +31,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     tail = test_command.split("&&", 1)[1].strip()
     assert "pip install --quiet torch==2.13.0" in ci or "pip install torch==2.13.0" in ci
     assert tail in ci, f"{tail!r} not found in .ci/run"
+
+
+def test_readme_python_examples_run() -> None:
+    """Every ```python block of the README runs as written (NumPy, torch and JAX)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        namespace: dict[str, object] = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
