@@ -230,16 +230,16 @@ def _credit(spec: LayerSpec, cache: _Cache, g_current: np.ndarray, weight: np.nd
     return credit.reshape(o, spec.kernel, spec.kernel, spec.in_features)
 
 
-def _check(arch: Arch, params: tuple[LayerParams, ...], x: np.ndarray, lif: LIFConfig) -> None:
-    check_call(arch, [tuple(p.weight.shape) for p in params],
-               [tuple(p.bias.shape) for p in params], tuple(x.shape), lif)
+def _check(arch: Arch, params: tuple[LayerParams, ...], x: np.ndarray, y: np.ndarray,
+           lif: LIFConfig) -> None:
+    check_call(arch, params, x, y, lif, lambda a: np.dtype(a.dtype).name)
 
 
 def forward_backward(arch: Arch, params: tuple[LayerParams, ...], x: np.ndarray,
                      y: np.ndarray, lif: LIFConfig, eid: EIDRequest | None = None
                      ) -> StepResult:
     """Loss, correct count, ``dL/dW_eff``, EID credits and firing rates (S4, S2.3)."""
-    _check(arch, params, x, lif)
+    _check(arch, params, x, y, lif)
     t_steps = lif.time_steps
     logits, caches, spike_list = _forward(arch, params, x, lif, keep=True)
     loss, correct, g_logits = _cross_entropy(logits, y)
@@ -299,7 +299,7 @@ def _spike_grad(spec: LayerSpec, cache: _Cache, g_out: np.ndarray, t_steps: int,
 def evaluate(arch: Arch, params: tuple[LayerParams, ...], x: np.ndarray, y: np.ndarray,
              lif: LIFConfig) -> EvalResult:
     """Forward pass only: summed loss, correct count and spike sums (S4.8, S4.9)."""
-    _check(arch, params, x, lif)
+    _check(arch, params, x, y, lif)
     logits, _, spike_list = _forward(arch, params, x, lif, keep=False)
     loss, correct, _ = _cross_entropy(logits, y)
     return EvalResult(loss * y.shape[0], correct, int(y.shape[0]),

@@ -124,9 +124,10 @@ def _host(name: str, a: Any) -> np.ndarray:
 def _positive_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def _check_params(arch: Arch, params: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -190,7 +191,7 @@ def to_nir(arch: Arch, params: Sequence[LayerParams], lif: LIFConfig, *, dt: flo
         )
     arrays = _check_params(arch, params)
     neuron = lif_to_nir_params(lif.beta, lif.theta, dt)
-    shape = tuple(int(s) for s in arch.input_shape)
+    shape: tuple[int, ...] = tuple(int(s) for s in arch.input_shape)
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(shape)})}
     chain = ["input"]
 
@@ -229,12 +230,13 @@ def to_nir(arch: Arch, params: Sequence[LayerParams], lif: LIFConfig, *, dt: flo
             add(f"lif{i}", nir.LIF(**filled))
         if spec.kind == "conv" and spec.pool > 1:
             q = spec.pool
-            if shape[1] % q or shape[2] % q:
-                raise ValueError(f"layer {i} pools {q}x{q} a {shape[1]}x{shape[2]} map; "
+            channels, height, width = tuple(shape)
+            if height % q or width % q:
+                raise ValueError(f"layer {i} pools {q}x{q} a {height}x{width} map; "
                                  f"expected sizes divisible by {q}")
             add(f"pool{i}", nir.AvgPool2d(kernel_size=np.array([q, q]), stride=np.array([q, q]),
                                           padding=np.array([0, 0])))
-            shape = (shape[0], shape[1] // q, shape[2] // q)
+            shape = (channels, height // q, width // q)
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     chain.append("output")
     metadata = {
@@ -427,6 +429,12 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
     """
     nir = _nir()
     meta = _graph_metadata(graph)
+    if "spikenm.format" in meta and meta["spikenm.format"] != FORMAT:
+        raise ValueError(f"graph metadata 'spikenm.format' is {meta['spikenm.format']!r}; "
+                         f"expected {FORMAT!r}")
+    if "spikenm.version" in meta and meta["spikenm.version"] != VERSION:
+        raise ValueError(f"graph metadata 'spikenm.version' is {meta['spikenm.version']!r}; "
+                         f"this spikenm reads version {VERSION}")
     if dt is None:
         if "spikenm.dt" not in meta:
             raise ValueError("the graph has no 'spikenm.dt' metadata: pass dt= (the time "
@@ -442,14 +450,14 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
         raise ValueError(f"time_steps must be an integer >= 1, got {time_steps!r}")
     order = _chain(graph)
     input_node = graph.nodes[order[0]]
-    shape = tuple(int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
+    shape: tuple[int, ...] = tuple(
+        int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
     input_shape = shape
     layers: list[LayerSpec] = []
     params: list[LayerParams] = []
     names: list[str] = []
     neurons: list[tuple[str, float, float]] = []
     pos = 1
-    body = order[1:-1]
 
     def take() -> tuple[str, Any] | None:
         nonlocal pos
@@ -500,7 +508,7 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
                                                  for s in shape[1:])
         else:
             raise ValueError(f"node {name!r} is a {type(node).__name__}; expected Affine, "
-                             f"Linear, Conv2d or Flatten here (chain {body})")
+                             f"Linear, Conv2d or Flatten here (chain {order})")
         if w.dtype not in (np.float32, np.float64) or b.dtype != w.dtype:
             raise ValueError(f"node {name!r} has weight {w.dtype} and bias {b.dtype}; "
                              f"expected float32 or float64, the same for both")

@@ -48,7 +48,8 @@ def read_raw(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
         return dict(f.metadata() or {}), {k: np.array(f.get_tensor(k)) for k in f.keys()}
 
 
-def rewrite(path: Path, change: Callable[[dict[str, str], dict[str, np.ndarray]], None]) -> None:
+def rewrite(path: Path, change: Callable[[dict[str, str], dict[str, np.ndarray]], object]
+            ) -> None:
     """Apply ``change`` to the file's metadata and tensors and write it back with plain
     safetensors (what a tool that does not know spikenm would do)."""
     metadata, tensors = read_raw(path)
@@ -147,7 +148,7 @@ def test_empty_and_zero_size_round_trip(tmp_path: Path) -> None:
 
 # -- tampered files --------------------------------------------------------------------
 
-TAMPERS: list[tuple[str, Callable[[dict[str, str], dict[str, np.ndarray]], None], str]] = [
+TAMPERS: list[tuple[str, Callable[[dict[str, str], dict[str, np.ndarray]], object], str]] = [
     ("n", edit_entry("fc.weight", n=1), r"tensor 'fc.weight': values have shape \(4, 4\); "
                                         r"expected \(4, 2\)"),
     ("m", edit_entry("fc.weight", m=8), r"tensor 'fc.weight': values have shape"),

@@ -77,21 +77,6 @@ def to_numpy(x: jax.Array) -> np.ndarray:
 
 
 
-def _check_arrays(params: tuple[LayerParams, ...], x: jax.Array, y: jax.Array,
-                  batch: int) -> None:
-    dtype = params[0].weight.dtype
-    if dtype not in (jnp.float32, jnp.float64):
-        raise TypeError(f"parameters are {dtype}; expected float32 or float64")
-    for index, p in enumerate(params):
-        for kind, a in (("weight", p.weight), ("bias", p.bias)):
-            if a.dtype != dtype:
-                raise TypeError(f"layer {index} {kind} is {a.dtype}; expected {dtype} like "
-                                f"layer 0")
-    if x.dtype != dtype:
-        raise TypeError(f"input x is {x.dtype}; expected the parameters' dtype {dtype}")
-    if not jnp.issubdtype(y.dtype, jnp.integer) or tuple(y.shape) != (batch,):
-        raise ValueError(f"labels y are {y.dtype} of shape {tuple(y.shape)}; expected integer "
-                         f"class indices of shape ({batch},)")
 
 
 def _conv(a: jax.Array, weight: jax.Array, spec: LayerSpec) -> jax.Array:
@@ -280,10 +265,7 @@ def _spike_counts(arch: Arch, lif: LIFConfig, static: bool, x_shape: tuple[int, 
 def _prepare(arch: Arch, params: tuple[LayerParams, ...], x: jax.Array, y: jax.Array,
              lif: LIFConfig) -> tuple[tuple[LayerParams, ...], bool, int]:
     params = tuple(LayerParams(p.weight, p.bias) for p in params)
-    static = check_call(arch, [tuple(p.weight.shape) for p in params],
-                        [tuple(p.bias.shape) for p in params], tuple(x.shape), lif)
-    batch = int(x.shape[0] if static else x.shape[1])
-    _check_arrays(params, x, y, batch)
+    static, batch = check_call(arch, params, x, y, lif, arrays.dtype_name)
     return params, static, batch
 
 

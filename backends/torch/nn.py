@@ -113,8 +113,16 @@ def _check_patterns(arg: str, patterns: tuple[str, ...], candidates: list[str],
         )
 
 
+def _weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` as a tensor (the parametrized value when there is a parametrization)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor")
+    return weight
+
+
 def _describe(name: str, module: nn.Module) -> str:
-    return f"layer {name!r} ({type(module).__name__}, weight {tuple(module.weight.shape)})"
+    return f"layer {name!r} ({type(module).__name__}, weight {tuple(_weight(module).shape)})"
 
 
 def sparsify(
@@ -208,10 +216,10 @@ def sparsify(
             dense[name] = f"{edge[0]} layer ({edge[1]}=True)"
         else:
             _check_weight(name, mod)
-            if layer_fits(mod.weight, m, name=name):
+            if layer_fits(_weight(mod), m, name=name):
                 chosen.append((index, name, mod))
                 continue
-            reason = (f"{_describe(name, mod)} has {mod.weight.shape[1]} inputs, not a "
+            reason = (f"{_describe(name, mod)} has {_weight(mod).shape[1]} inputs, not a "
                       f"multiple of m={m}")
             if not skip_unfit:
                 raise ValueError(
@@ -233,7 +241,7 @@ def sparsify(
         )
     layers: dict[str, nn.Module] = {}
     for index, name, mod in chosen:
-        mask = NMMask(mod.weight, n, m, layer_index=index, seed=seed,
+        mask = NMMask(_weight(mod), n, m, layer_index=index, seed=seed,
                       temperature=schedules["temperature"].at(0), scale=schedules["scale"].at(0))
         mask.train(mod.training)
         parametrize.register_parametrization(mod, "weight", mask)
@@ -253,9 +261,9 @@ def _check_weight(name: str, mod: nn.Module) -> None:
             f"layer {name!r} ({type(mod).__name__}) is lazy and not initialised yet; run one "
             f"forward pass before sparsify"
         )
-    if mod.weight.dtype not in (torch.float32, torch.float64):
+    if _weight(mod).dtype not in (torch.float32, torch.float64):
         raise TypeError(
-            f"layer {name!r} has a {mod.weight.dtype} weight; the sampler needs float32 or "
+            f"layer {name!r} has a {_weight(mod).dtype} weight; the sampler needs float32 or "
             f"float64 (SPEC S0.4): cast the model with model.float() first"
         )
 
@@ -303,7 +311,7 @@ class SpikeNMHandle:
         mod = self.layers[name]
         if not parametrize.is_parametrized(mod, "weight"):
             raise RuntimeError(f"layer {name!r} lost its parametrization outside the handle")
-        chain = mod.parametrizations["weight"]
+        chain = mod.parametrizations["weight"]  # type: ignore[index]
         if len(chain) != 1 or not isinstance(chain[0], NMMask):
             raise RuntimeError(
                 f"layer {name!r} has parametrizations {[type(p).__name__ for p in chain]}; "
@@ -408,10 +416,11 @@ class SpikeNMHandle:
         for name, mod in self.layers.items():
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
             with torch.no_grad():
-                mod.weight.mul_(masks[name])
+                _weight(mod).mul_(masks[name])
         self.finalized = True
         for name, mod in self.layers.items():
-            check_nm(to_block_layout(mod.weight.detach()), self.n, self.m, name=f"{name}.weight")
+            check_nm(to_block_layout(_weight(mod).detach()), self.n, self.m,
+                     name=f"{name}.weight")
         return masks
 
 
@@ -455,7 +464,7 @@ def export_packed(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()
                 f"layer {name!r} is still parametrized; call handle.finalize() before "
                 f"export_packed"
             )
-        weight = mod.weight.detach()
+        weight = _weight(mod).detach()
         if not layer_fits(weight, m, name=name):
             raise ValueError(
                 f"{_describe(name, mod)} has {weight.shape[1]} inputs, not a multiple of "

@@ -57,23 +57,6 @@ def to_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 
-def _check_dtypes(params: tuple[LayerParams, ...], x: torch.Tensor) -> None:
-    dtype = params[0].weight.dtype
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"parameters are {dtype}; expected torch.float32 or torch.float64")
-    for index, p in enumerate(params):
-        for kind, a in (("weight", p.weight), ("bias", p.bias)):
-            if a.dtype != dtype:
-                raise TypeError(f"layer {index} {kind} is {a.dtype}; expected {dtype} like "
-                                f"layer 0")
-    if x.dtype != dtype:
-        raise TypeError(f"input x is {x.dtype}; expected the parameters' dtype {dtype}")
-
-
-def _check_labels(y: torch.Tensor, batch: int) -> None:
-    if y.dtype not in (torch.int64, torch.int32) or tuple(y.shape) != (batch,):
-        raise ValueError(f"labels y are {y.dtype} of shape {tuple(y.shape)}; expected integer "
-                         f"class indices of shape ({batch},)")
 
 
 def _current(spec: LayerSpec, p: LayerParams, a: torch.Tensor, lead: int) -> torch.Tensor:
@@ -192,10 +175,7 @@ def forward_backward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tenso
                      y: torch.Tensor, lif: LIFConfig, eid: EIDRequest | None = None
                      ) -> StepResult:
     """Loss, correct count, ``dL/dW_eff``, EID credits and firing rates (S4, S2.3)."""
-    static = check_call(arch, [tuple(p.weight.shape) for p in params],
-                        [tuple(p.bias.shape) for p in params], tuple(x.shape), lif)
-    _check_dtypes(params, x)
-    _check_labels(y, x.shape[0] if static else x.shape[1])
+    static, _ = check_call(arch, params, x, y, lif, arrays.dtype_name)
     eid_layers = () if eid is None else tuple(eid.layers)
     for layer in eid_layers:
         if not 0 <= layer < len(arch.layers):
@@ -226,11 +206,7 @@ def forward_backward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tenso
 def evaluate(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor, y: torch.Tensor,
              lif: LIFConfig) -> EvalResult:
     """Forward pass only: summed loss, correct count and spike sums (S4.8, S4.9)."""
-    static = check_call(arch, [tuple(p.weight.shape) for p in params],
-                        [tuple(p.bias.shape) for p in params], tuple(x.shape), lif)
-    _check_dtypes(params, x)
-    batch = x.shape[0] if static else x.shape[1]
-    _check_labels(y, batch)
+    static, batch = check_call(arch, params, x, y, lif, arrays.dtype_name)
     with torch.no_grad():
         run = _forward(arch, params, x, lif, static)
         loss_sum = F.cross_entropy(run.logits, y.long(), reduction="sum")

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Callable, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -215,35 +215,59 @@ class ModelBackend(Protocol):
         """Forward pass only (no gradients) on one batch."""
 
 
-def check_call(arch: Arch, weight_shapes: list[tuple[int, ...]],
-               bias_shapes: list[tuple[int, ...]], x_shape: tuple[int, ...],
-               lif: LIFConfig) -> bool:
-    """Validate the shapes of one call; return True for a static (direct-encoded) input.
+def check_call(arch: Arch, params: tuple[LayerParams, ...], x: Array, y: Array | None,
+               lif: LIFConfig, dtype_name: Callable[[Array], str]) -> tuple[bool, int]:
+    """Validate one model-backend call; return ``(static, batch)``.
+
+    ``static`` is True for a direct-encoded input ``(B, *input_shape)`` and False for a
+    time-major one ``(T, B, *input_shape)``.  ``dtype_name`` maps an array to a canonical
+    dtype name (``"float32"``, ``"int64"`` ...), so one check serves every framework.
 
     Raises
     ------
     ValueError
-        Naming the offending parameter or input shape and the expected one.
+        Naming the offending parameter, input or label shape and the expected one.
+    TypeError
+        For parameters that are not float32/float64 or not of one dtype, or an input of
+        another dtype.
     """
-    if len(weight_shapes) != len(arch.layers):
-        raise ValueError(f"got parameters for {len(weight_shapes)} layers; the arch has "
+    if len(params) != len(arch.layers):
+        raise ValueError(f"got parameters for {len(params)} layers; the arch has "
                          f"{len(arch.layers)}")
-    for index, (spec, ws, bs) in enumerate(zip(arch.layers, weight_shapes, bias_shapes)):
-        if tuple(ws) != spec.weight_shape():
-            raise ValueError(f"layer {index} weight has shape {tuple(ws)}; expected "
+    dtype = dtype_name(params[0].weight)
+    if dtype not in ("float32", "float64"):
+        raise TypeError(f"parameters are {dtype}; expected float32 or float64")
+    for index, (spec, p) in enumerate(zip(arch.layers, params)):
+        ws, bs = tuple(p.weight.shape), tuple(p.bias.shape)
+        if ws != spec.weight_shape():
+            raise ValueError(f"layer {index} weight has shape {ws}; expected "
                              f"{spec.weight_shape()} for {spec}")
-        if tuple(bs) != (spec.out_features,):
-            raise ValueError(f"layer {index} bias has shape {tuple(bs)}; expected "
+        if bs != (spec.out_features,):
+            raise ValueError(f"layer {index} bias has shape {bs}; expected "
                              f"({spec.out_features},)")
+        for kind, a in (("weight", p.weight), ("bias", p.bias)):
+            if dtype_name(a) != dtype:
+                raise TypeError(f"layer {index} {kind} is {dtype_name(a)}; expected {dtype} "
+                                f"like layer 0")
+    x_shape = tuple(x.shape)
     rank = len(arch.input_shape)
-    if tuple(x_shape[-rank:]) != arch.input_shape or len(x_shape) not in (rank + 1, rank + 2):
-        raise ValueError(f"input has shape {tuple(x_shape)}; expected (B, *{arch.input_shape}) "
+    if x_shape[-rank:] != arch.input_shape or len(x_shape) not in (rank + 1, rank + 2):
+        raise ValueError(f"input has shape {x_shape}; expected (B, *{arch.input_shape}) "
                          f"or (T={lif.time_steps}, B, *{arch.input_shape})")
     if len(x_shape) == rank + 2 and x_shape[0] != lif.time_steps:
         raise ValueError(f"time-major input has {x_shape[0]} steps; expected "
                          f"lif.time_steps={lif.time_steps}")
+    if dtype_name(x) != dtype:
+        raise TypeError(f"input x is {dtype_name(x)}; expected the parameters' dtype {dtype}")
+    static = len(x_shape) == rank + 1
+    batch = int(x_shape[0] if static else x_shape[1])
+    if y is not None:
+        label = dtype_name(y)
+        if not label.startswith(("int", "uint")) or tuple(y.shape) != (batch,):
+            raise ValueError(f"labels y are {label} of shape {tuple(y.shape)}; expected "
+                             f"integer class indices of shape ({batch},)")
     _check_pooling(arch)
-    return len(x_shape) == rank + 1
+    return static, batch
 
 
 def _check_pooling(arch: Arch) -> None:
