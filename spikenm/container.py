@@ -102,7 +102,7 @@ def _check_indices(indices: np.ndarray, n: int, m: int, where: str) -> None:
             )
 
 
-def _check_layout(
+def check_layout(
     shape: tuple[int, ...], axis: int, n: int, m: int, values: np.ndarray,
     indices: np.ndarray, where: str,
 ) -> None:
@@ -159,7 +159,7 @@ def save_packed(path: str | os.PathLike[str], packed: Packed) -> None:
     values = be.to_numpy(packed.values).astype(STORAGE[dtype])
     indices = be.to_numpy(packed.indices)
     shape = tuple(int(s) for s in packed.shape)
-    _check_layout(shape, int(packed.axis), int(packed.n), int(packed.m), values, indices,
+    check_layout(shape, int(packed.axis), int(packed.n), int(packed.m), values, indices,
                   "packed")
     header = _header(packed, dtype)
     fields: dict[str, np.ndarray] = {
@@ -281,7 +281,7 @@ def load_packed(path: str | os.PathLike[str]) -> Packed:
             f"container field 'values' is stored as {values.dtype}; expected "
             f"{STORAGE[dtype]} for dtype {dtype!r}"
         )
-    _check_layout(shape, axis, n, m, values, indices, "container")
+    check_layout(shape, axis, n, m, values, indices, "container")
     digest = _scalar(arrays, "sha256", "U")
     header = dict(format=fmt, version=version, n=n, m=m, shape=list(shape), axis=axis,
                   dtype=dtype)

@@ -302,22 +302,23 @@ def _close(a: float, b: float) -> bool:
 def _neuron(name: str, node: Any, dt: float) -> tuple[float, float, float]:
     """``(beta, theta, gain)`` of a LIF or IF node (module docstring)."""
     nir = _nir()
-    for field in ("v_leak",) if isinstance(node, nir.LIF) else ():
-        if _uniform(name, node, field) != 0.0:
-            raise ValueError(f"node {name!r} has v_leak {_uniform(name, node, field)}; "
-                             f"S4.3's neuron leaks to 0 (expected v_leak = 0)")
+    if isinstance(node, nir.LIF) and _uniform(name, node, "v_leak") != 0.0:
+        raise ValueError(f"node {name!r} has v_leak {_uniform(name, node, 'v_leak')}; "
+                         f"S4.3's neuron leaks to 0 (expected v_leak = 0)")
     if _uniform(name, node, "v_reset") != 0.0:
         raise ValueError(f"node {name!r} has v_reset {_uniform(name, node, 'v_reset')}; "
                          f"S4.3's hard reset sets V to 0 (expected v_reset = 0)")
     theta = _uniform(name, node, "v_threshold")
     r = _uniform(name, node, "r")
-    if isinstance(node, nir.IF):
+    if not (math.isfinite(r) and r > 0):
+        raise ValueError(f"node {name!r} has r {r}; expected a finite r > 0")
+    tau = math.inf if isinstance(node, nir.IF) else _uniform(name, node, "tau")
+    if math.isinf(tau) and tau > 0:                 # no leak: v += dt r I
         return 1.0, theta, r * dt
-    tau = _uniform(name, node, "tau")
     if not tau > 0:
         raise ValueError(f"node {name!r} has tau {tau}; expected tau > 0")
     beta = 1.0 - dt / tau
-    if not 0.0 <= beta <= 1.0:
+    if beta < 0.0:
         raise ValueError(f"node {name!r} has tau {tau} < dt {dt}, which gives beta {beta}; "
                          f"expected tau >= dt")
     return beta, theta, r * dt / tau
@@ -476,6 +477,10 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
             break
         name, node = item
         if isinstance(node, nir.Flatten):
+            start, end = int(node.start_dim), int(node.end_dim)
+            if start not in (0, -len(shape)) or end not in (-1, len(shape) - 1):
+                raise ValueError(f"node {name!r} flattens dims {start}..{end} of {shape}; "
+                                 f"expected the whole map (start_dim 0, end_dim -1)")
             shape = (int(np.prod(shape)),)
             continue
         if isinstance(node, (nir.Affine, nir.Linear)):
@@ -541,7 +546,7 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
             raise ValueError(f"node {name!r} is followed by {type(nxt).__name__}; expected a "
                              f"LIF or IF neuron (only the last layer is a non-spiking readout)")
         layers.append(spec)
-        params.append(LayerParams(np.ascontiguousarray(w), np.ascontiguousarray(b)))
+        params.append(LayerParams(np.array(w, order="C"), np.array(b, order="C")))
         names.append(f"NIR node {name!r} (layer {len(layers) - 1})")
     if not layers:
         raise ValueError("the graph has no Affine, Linear or Conv2d layer")

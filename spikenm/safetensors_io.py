@@ -39,7 +39,7 @@ import numpy as np
 
 from .container import FORMAT as CONTAINER_FORMAT
 from .container import STORAGE, VERSION as CONTAINER_VERSION
-from .container import _check_layout, checksum
+from .container import check_layout, checksum
 from .dispatch import backend_for
 from .packed import Packed
 
@@ -159,7 +159,7 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         indices = np.ascontiguousarray(be.to_numpy(packed.indices))
         n, m, axis = int(packed.n), int(packed.m), int(packed.axis)
         shape = tuple(int(s) for s in packed.shape)
-        _check_layout(shape, axis, n, m, stored, indices, f"packed tensor {name!r}")
+        check_layout(shape, axis, n, m, stored, indices, f"packed tensor {name!r}")
         header = _header(n, m, shape, axis, dtype)
         entries[name] = dict(n=n, m=m, shape=list(shape), axis=axis, dtype=dtype,
                              sha256=checksum(header, stored, indices))
@@ -263,7 +263,7 @@ def _tensor(name: str, entry: Any, tensors: dict[str, np.ndarray]) -> Packed:
     if values.dtype != _file_dtype(dtype):
         raise ValueError(f"tensor {name + '.values'!r} is stored as {values.dtype}; expected "
                          f"{_file_dtype(dtype)} for field 'dtype' {dtype!r}")
-    _check_layout(shape, axis, n, m, values, indices, f"tensor {name!r}")
+    check_layout(shape, axis, n, m, values, indices, f"tensor {name!r}")
     if digest != _digest(_header(n, m, shape, axis, dtype), values, indices):
         raise ValueError(
             f"{field}: field 'sha256' does not match the fields and arrays: the file was "

@@ -3,6 +3,8 @@ mapping checked by simulating the NIR equations, and N:M re-derivation on import
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import doctest
 import math
 from pathlib import Path
@@ -20,6 +22,15 @@ from spikenm.train.model_backend import Arch, LayerParams, LayerSpec, load_model
 from spikenm.train.network import build_arch, init_params
 
 N, M = 2, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids spin-waiting on a shared two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def network(kind: str, dtype: str = "float64", seed: int = 0
@@ -266,6 +277,23 @@ def test_norse_style_gain_is_folded_into_the_weights() -> None:
     assert np.array_equal(params[0].weight, w0 * 0.25) and np.all(params[0].bias == 0.25)
 
 
+def test_lif_without_leak_reads_as_beta_one() -> None:
+    """tau = inf (no leak) is beta = 1 with input gain r dt, like an IF node."""
+    arch, params = network("mlp")
+    graph = nio.to_nir(arch, params, LIFConfig(beta=0.5))
+    for name in ("lif0", "lif1"):
+        node = graph.nodes[name]
+        node.tau = np.full_like(node.tau, np.inf)
+        node.r = np.ones_like(node.r)
+    with pytest.raises(ValueError, match=r"metadata 'spikenm.beta' is 0.5 but the neuron "
+                                         r"nodes give 1.0"):
+        nio.from_nir(graph, N, M)
+    graph.metadata["spikenm.beta"] = 1.0
+    _, params2, lif = nio.from_nir(graph, N, M)
+    assert lif.beta == 1.0
+    assert same_params(params2, params)                       # r dt = 1: weights as they were
+
+
 def graph_with(change: str) -> nir.NIRGraph:
     arch, params = network("mlp")
     graph = nio.to_nir(arch, params, LIFConfig())
@@ -289,6 +317,8 @@ def graph_with(change: str) -> nir.NIRGraph:
     elif change == "branch":
         graph.nodes["extra"] = nir.Output(output_type={"output": np.array([8])})
         graph.edges.append(("lif1", "extra"))
+    elif change == "flatten":
+        graph.nodes["flatten"].start_dim = 1
     elif change == "scale":
         graph.nodes["lif1"] = nir.Scale(scale=np.ones(8))
     return graph
@@ -302,6 +332,7 @@ def graph_with(change: str) -> nir.NIRGraph:
     ("metadata", r"graph metadata 'spikenm.beta' is 0.7 but the neuron nodes give 0.5"),
     ("spiking readout", r"must feed the output directly"),
     ("branch", r"inputs \['input'\] and outputs \['output', 'extra'\]"),
+    ("flatten", r"node 'flatten' flattens dims 1..-1 of \(1, 4, 4\); expected the whole map"),
     ("scale", r"node 'layer1' is followed by Scale; expected a LIF or IF neuron"),
 ])
 def test_graphs_spikenm_cannot_represent_are_refused(change: str, message: str) -> None:

@@ -138,6 +138,29 @@ def test_torch_packed_saves_and_loads_as_numpy(tmp_path: Path) -> None:
     assert np.array_equal(loaded.indices, packed.indices.numpy())
 
 
+def test_finalized_torch_model_exports_to_safetensors(tmp_path: Path) -> None:
+    from torch import nn
+
+    from spikenm.backends.torch.nn import export_packed, sparsify
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Conv1d(16, 8, 3), nn.Flatten(), nn.Linear(16, 2))
+    handle = sparsify(model, 2, 4, dense_last=False)
+    with torch.no_grad():
+        for logits in handle.logit_parameters():
+            logits.normal_()
+    handle.finalize()
+    path = tmp_path / "model.safetensors"
+    sio.save_packed_safetensors(path, export_packed(model, 2, 4, dense=handle.dense),
+                                {"pattern": "2:4"})
+    loaded = sio.load_packed_safetensors(path)
+    assert sorted(loaded) == ["1.weight", "3.weight"]
+    for key, packed in loaded.items():
+        dense = model.state_dict()[key].numpy()
+        assert np.array_equal(api.unpack(packed), dense)
+        api.check_nm(api.to_block_layout(api.unpack(packed)), 2, 4)
+
+
 def test_empty_and_zero_size_round_trip(tmp_path: Path) -> None:
     sio.save_packed_safetensors(tmp_path / "e.safetensors", {})
     assert sio.load_packed_safetensors(tmp_path / "e.safetensors") == {}

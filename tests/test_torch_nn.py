@@ -6,6 +6,8 @@ S5.1-S5.3 masked layers, seeds and one mask per step, S5.8 final mask).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import doctest
 import io
 import math
@@ -21,6 +23,15 @@ from spikenm.backends.torch import nn_mask
 from spikenm.train.seeds import seed_of
 
 N, M = 2, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread avoids spin-waiting on a shared two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def mlp(seed: int = 0) -> nn.Sequential:
@@ -39,12 +50,25 @@ def nm_mask(handle: snn.SpikeNMHandle, name: str) -> nn_mask.NMMask:
     return handle.mask_module(name)
 
 
+def original(mod: nn.Module) -> torch.Tensor:
+    """The unmasked weight ``W`` behind a parametrized layer."""
+    w = getattr(mod.parametrizations, "weight").original
+    assert isinstance(w, torch.Tensor)
+    return w
+
+
+def weight(mod: nn.Module) -> torch.Tensor:
+    w = mod.weight
+    assert isinstance(w, torch.Tensor)
+    return w
+
+
 def effective_blocks(mod: nn.Module) -> torch.Tensor:
     """The mask a layer applies, read through ``module.weight`` with the original
     weight set to ones (so the effective weight is the mask), in block layout."""
     with torch.no_grad():
-        mod.parametrizations.weight.original.fill_(1.0)
-    return api.to_block_layout(mod.weight.detach())
+        original(mod).fill_(1.0)
+    return api.to_block_layout(weight(mod).detach())
 
 
 def test_docstring_examples_run() -> None:
@@ -64,7 +88,8 @@ def test_S5_1_first_and_last_dense_middle_masked_with_parametrization() -> None:
     assert handle.skipped == {}
     for name in ("2", "4"):
         assert parametrize.is_parametrized(model[int(name)], "weight")
-        assert isinstance(model[int(name)].parametrizations.weight[0], nn_mask.NMMask)
+        assert isinstance(getattr(model[int(name)].parametrizations, "weight")[0],
+                          nn_mask.NMMask)
     for name in ("0", "6"):
         assert not parametrize.is_parametrized(model[int(name)], "weight")
 
@@ -140,12 +165,13 @@ def test_S1_4_gradients_reach_weights_and_logits() -> None:
     loss.backward()
     layer = model[2]
     p = nm_mask(handle, "2")
-    original = layer.parametrizations.weight.original
-    assert original.grad is not None and p.logits.grad is not None
+    w = original(layer)
+    assert w.grad is not None and p.logits.grad is not None
     assert torch.count_nonzero(p.logits.grad) > 0
     mask = api.from_block_layout(p.sampled)
-    assert torch.count_nonzero(original.grad * (1 - mask)) == 0  # dL/dW = G * h (S5.4)
-    assert torch.count_nonzero(original.grad) > 0
+    assert w.grad is not None
+    assert torch.count_nonzero(w.grad * (1 - mask)) == 0  # dL/dW = G * h (S5.4)
+    assert torch.count_nonzero(w.grad) > 0
 
 
 def test_S1_5_logit_gradient_is_the_sampler_vjp() -> None:
@@ -156,8 +182,8 @@ def test_S1_5_logit_gradient_is_the_sampler_vjp() -> None:
     with torch.no_grad():
         p.logits.normal_()
     g = torch.randn(16, 16)
-    (layer.weight * g).sum().backward()
-    w = layer.parametrizations.weight.original.detach()
+    (weight(layer) * g).sum().backward()
+    w = original(layer).detach()
     noise = api.gumbel_like(p.logits.detach(), seed_of(2, 0, 0, 1))
     logits = p.logits.detach().clone().requires_grad_(True)
     mask = api.sample_mask(logits, N, M, noise=noise, temperature=0.5, scale=3.0)
@@ -194,7 +220,8 @@ def test_S5_8_fix_masks_trains_weights_only() -> None:
     final = api.final_mask(p.logits.detach(), N, M)
     model(torch.randn(3, 8)).sum().backward()
     assert p.logits.grad is None
-    grad = model[2].parametrizations.weight.original.grad
+    grad = original(model[2]).grad
+    assert grad is not None
     assert torch.count_nonzero(grad * (1 - api.from_block_layout(final))) == 0
     assert bool(model.state_dict()["2.parametrizations.weight.0.fixed"])
 
@@ -207,16 +234,16 @@ def test_finalize_squashes_masks_and_removes_parametrizations() -> None:
     p = nm_mask(handle, "2")
     with torch.no_grad():
         p.logits.normal_()
-    original = model[2].parametrizations.weight.original
+    w = original(model[2])
     x = torch.randn(2, 3, 8, 8)
     model.eval()
     before = model(x)
     masks = handle.finalize()
     assert sorted(masks) == ["2"]
     assert not any(parametrize.is_parametrized(mod) for mod in model.modules())
-    assert model[2].weight is original and isinstance(model[2].weight, nn.Parameter)
+    assert model[2].weight is w and isinstance(w, nn.Parameter)
     assert not any("logits" in k or "parametrizations" in k for k in model.state_dict())
-    api.check_nm(api.to_block_layout(model[2].weight.detach()), N, M)
+    api.check_nm(api.to_block_layout(w.detach()), N, M)
     assert torch.equal(masks["2"], api.from_block_layout(api.final_mask(p.logits.detach(), N, M)))
     torch.testing.assert_close(model(x), before, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="finalized"):
@@ -236,9 +263,9 @@ def test_export_packed_lists_dense_layers_and_refuses_unfinalized() -> None:
     packed = snn.export_packed(model, N, M, dense=handle.dense)
     assert sorted(packed) == ["2.weight", "4.weight"]
     for key, pk in packed.items():
-        weight = model.get_submodule(key[:-len(".weight")]).weight.detach()
-        assert pk.axis == 1 and pk.shape == tuple(weight.shape)
-        assert torch.equal(api.unpack(pk), weight)
+        dense = weight(model.get_submodule(key[:-len(".weight")])).detach()
+        assert pk.axis == 1 and pk.shape == tuple(dense.shape)
+        assert torch.equal(api.unpack(pk), dense)
 
 
 def test_export_packed_conv_round_trip() -> None:
@@ -248,7 +275,7 @@ def test_export_packed_conv_round_trip() -> None:
     packed = snn.export_packed(model, N, M, dense=handle.dense)
     pk = packed["2.weight"]
     assert pk.shape == (8, 8, 3, 3) and pk.values.shape == (8, 3, 3, 4)
-    assert torch.equal(api.unpack(pk), model[2].weight.detach())
+    assert torch.equal(api.unpack(pk), weight(model[2]).detach())
 
 
 # -- selection and errors (S0.2, S5.1) -------------------------------------------------------
@@ -382,7 +409,7 @@ def test_short_training_reduces_loss() -> None:
         end = float(loss_fn(model(x), y))
     assert end < 0.6 * start, (start, end)
     for name in ("2", "4"):
-        api.check_nm(api.to_block_layout(model.get_submodule(name).weight.detach()), N, M)
+        api.check_nm(api.to_block_layout(weight(model.get_submodule(name)).detach()), N, M)
 
 
 def test_state_dict_round_trip_reproduces_masks() -> None:
@@ -415,7 +442,8 @@ def test_state_dict_round_trip_reproduces_masks() -> None:
 
 def effective_blocks_copy(mod: nn.Module) -> torch.Tensor:
     """The mask a layer applies without touching its weight."""
-    p = mod.parametrizations.weight[0]
+    p = getattr(mod.parametrizations, "weight")[0]
+    assert isinstance(p, nn_mask.NMMask)
     return p.block_mask().detach().clone()
 
 

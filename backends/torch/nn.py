@@ -30,6 +30,12 @@ S5.7).  A layer is masked, or listed in `SpikeNMHandle.dense` with the reason it
 an input size that is not a multiple of ``m`` is an error unless ``skip_unfit=True``, and
 then the layer is listed in `SpikeNMHandle.skipped` and a warning says so.
 
+In train mode every access to a masked ``weight`` recomputes ``W * mask`` from the logits
+and the step's noise (drawn once per step), so repeated accesses within one step -- the
+``T`` time steps of a spiking network, gradient accumulation -- see the same mask; wrap
+the forward pass in ``torch.nn.utils.parametrize.cached()`` to compute it once.  Call
+`SpikeNMHandle.step` once per optimizer update, after ``optimizer.step()``.
+
 Layer index ``l`` (in the noise seed ``seed_of(seed, 0, step, l)`` of S5.2) is the
 position of the layer among all Linear/ConvNd modules of ``model.named_modules()``,
 masked or not, as the trainer counts the layers of its network.
