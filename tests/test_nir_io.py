@@ -56,7 +56,7 @@ def same_params(a: tuple[LayerParams, ...] | list[LayerParams],
         and np.array_equal(x.bias, y.bias) for x, y in zip(a, b))
 
 
-def test_docstring_examples_run() -> None:
+def test_S4_12_docstring_examples_run() -> None:
     result = doctest.testmod(nio, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
@@ -65,7 +65,7 @@ def test_docstring_examples_run() -> None:
 
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_round_trip_arch_params_lif(kind: str, dtype: str) -> None:
+def test_S4_12_round_trip_arch_params_lif(kind: str, dtype: str) -> None:
     arch, params = network(kind, dtype)
     lif = LIFConfig(beta=0.9, theta=0.75, alpha=3.0, detach_reset=True, time_steps=6)
     arch2, params2, lif2 = nio.from_nir(nio.to_nir(arch, params, lif), N, M)
@@ -73,7 +73,7 @@ def test_round_trip_arch_params_lif(kind: str, dtype: str) -> None:
     assert same_params(params2, params)
 
 
-def test_round_trip_through_a_nir_file(tmp_path: Path) -> None:
+def test_S4_12_round_trip_through_a_nir_file(tmp_path: Path) -> None:
     arch, params = network("conv")
     lif = LIFConfig(beta=0.8, time_steps=3)
     nir.write(tmp_path / "net.nir", nio.to_nir(arch, params, lif, dt=1e-3))
@@ -81,7 +81,7 @@ def test_round_trip_through_a_nir_file(tmp_path: Path) -> None:
     assert arch2 == arch and lif2 == lif and same_params(params2, params)
 
 
-def test_torch_params_export() -> None:
+def test_S4_12_torch_params_export() -> None:
     arch, params = network("mlp", "float32")
     tparams = [LayerParams(torch.from_numpy(p.weight), torch.from_numpy(p.bias)) for p in params]
     graph = nio.to_nir(arch, tparams, LIFConfig())
@@ -90,7 +90,7 @@ def test_torch_params_export() -> None:
 
 # -- graph structure ------------------------------------------------------------------------
 
-def test_conv_graph_nodes_and_edges() -> None:
+def test_S4_12_conv_graph_nodes_and_edges() -> None:
     arch, params = network("conv")
     graph = nio.to_nir(arch, params, LIFConfig())
     chain = ["input", "layer0", "lif0", "pool0", "layer1", "lif1", "pool1", "flatten", "layer2",
@@ -111,7 +111,7 @@ def test_conv_graph_nodes_and_edges() -> None:
     assert graph.metadata["spikenm.time_steps"] == 4 and graph.metadata["spikenm.dt"] == 1.0
 
 
-def test_mlp_on_images_flattens_its_input() -> None:
+def test_S4_12_mlp_on_images_flattens_its_input() -> None:
     arch, params = network("mlp")
     graph = nio.to_nir(arch, params, LIFConfig())
     assert graph.edges[:2] == [("input", "flatten"), ("flatten", "layer0")]
@@ -122,7 +122,7 @@ def test_mlp_on_images_flattens_its_input() -> None:
 
 # -- the LIF mapping -------------------------------------------------------------------------
 
-def test_lif_parameters_follow_the_euler_mapping() -> None:
+def test_S4_12_lif_parameters_follow_the_euler_mapping() -> None:
     arch, params = network("mlp")
     lif = LIFConfig(beta=0.75, theta=1.5)
     node = nio.to_nir(arch, params, lif, dt=0.5).nodes["lif0"]
@@ -134,7 +134,7 @@ def test_lif_parameters_follow_the_euler_mapping() -> None:
     assert math.isclose(snn_torch["tau"], 1e-4 / 0.1) and math.isclose(snn_torch["r"], 10.0)
 
 
-def test_beta_one_is_an_integrate_and_fire_node() -> None:
+def test_S4_12_beta_one_is_an_integrate_and_fire_node() -> None:
     arch, params = network("mlp")
     lif = LIFConfig(beta=1.0)
     graph = nio.to_nir(arch, params, lif, dt=0.25)
@@ -142,7 +142,7 @@ def test_beta_one_is_an_integrate_and_fire_node() -> None:
     assert nio.from_nir(graph, N, M)[2] == lif
 
 
-def test_soft_reset_has_no_nir_form() -> None:
+def test_S4_12_soft_reset_has_no_nir_form() -> None:
     arch, params = network("mlp")
     with pytest.raises(ValueError, match=r"lif.reset='soft'.*no NIR form"):
         nio.to_nir(arch, params, LIFConfig(reset="soft"))
@@ -187,7 +187,7 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, steps: int, dt: float) -> n
 
 @pytest.mark.parametrize("kind, beta, dt", [("mlp", 0.5, 1.0), ("conv", 0.9, 1e-4),
                                             ("mlp", 1.0, 0.5)])
-def test_nir_equations_reproduce_the_network(kind: str, beta: float, dt: float) -> None:
+def test_S4_12_nir_equations_reproduce_the_network(kind: str, beta: float, dt: float) -> None:
     """The exported graph, run by NIR's own equations, gives the logits of S4 (checked
     through the loss and accuracy count of the torch model backend)."""
     arch, params = network(kind)
@@ -208,7 +208,7 @@ def test_nir_equations_reproduce_the_network(kind: str, beta: float, dt: float) 
 
 # -- import: N:M validation and foreign graphs ---------------------------------------------
 
-def test_tampered_weight_fails_the_pattern_check() -> None:
+def test_S4_12_tampered_weight_fails_the_pattern_check() -> None:
     arch, params = network("conv")
     graph = nio.to_nir(arch, params, LIFConfig())
     w = graph.nodes["layer1"].weight                      # (8, 4, 3, 3), blocks along in=4
@@ -222,7 +222,7 @@ def test_tampered_weight_fails_the_pattern_check() -> None:
     assert arch2 == arch
 
 
-def test_masked_layers_must_fit_m() -> None:
+def test_S4_12_masked_layers_must_fit_m() -> None:
     arch, params = network("conv")
     graph = nio.to_nir(arch, params, LIFConfig())
     with pytest.raises(ValueError, match=r"NIR node 'layer0' \(layer 0\) has 1 inputs, not a "
@@ -230,7 +230,7 @@ def test_masked_layers_must_fit_m() -> None:
         nio.from_nir(graph, N, M, masked=[0, 1])
 
 
-def test_nm_masks_are_the_nonzeros() -> None:
+def test_S4_12_nm_masks_are_the_nonzeros() -> None:
     arch, params = network("mlp")
     masks = nio.nm_masks(arch, params, N, M)
     assert sorted(masks) == [1]
@@ -239,7 +239,7 @@ def test_nm_masks_are_the_nonzeros() -> None:
         assert np.all(api.to_block_layout(mask).reshape(-1, M).sum(-1) <= N)
 
 
-def test_snntorch_style_graph_without_metadata() -> None:
+def test_S4_12_snntorch_style_graph_without_metadata() -> None:
     """snnTorch's convention (dt = 1e-4, r = tau / dt): gain 1, weights kept as they are."""
     w0, w1 = np.eye(8, 4), np.ones((2, 8))
     tau = np.full(8, 1e-4 / (1 - 0.9))
@@ -261,7 +261,7 @@ def test_snntorch_style_graph_without_metadata() -> None:
     assert np.array_equal(params[0].weight, w0) and np.array_equal(params[1].bias, np.zeros(2))
 
 
-def test_norse_style_gain_is_folded_into_the_weights() -> None:
+def test_S4_12_norse_style_gain_is_folded_into_the_weights() -> None:
     """r = 1 (Norse): the input enters scaled by dt / tau, folded into W and b."""
     w0 = np.array([[0.0, 2.0, 0.0, 4.0]] * 8)
     graph = nir.NIRGraph(
@@ -277,7 +277,7 @@ def test_norse_style_gain_is_folded_into_the_weights() -> None:
     assert np.array_equal(params[0].weight, w0 * 0.25) and np.all(params[0].bias == 0.25)
 
 
-def test_lif_without_leak_reads_as_beta_one() -> None:
+def test_S4_12_lif_without_leak_reads_as_beta_one() -> None:
     """tau = inf (no leak) is beta = 1 with input gain r dt, like an IF node."""
     arch, params = network("mlp")
     graph = nio.to_nir(arch, params, LIFConfig(beta=0.5))
@@ -335,12 +335,12 @@ def graph_with(change: str) -> nir.NIRGraph:
     ("flatten", r"node 'flatten' flattens dims 1..-1 of \(1, 4, 4\); expected the whole map"),
     ("scale", r"node 'layer1' is followed by Scale; expected a LIF or IF neuron"),
 ])
-def test_graphs_spikenm_cannot_represent_are_refused(change: str, message: str) -> None:
+def test_S4_12_graphs_spikenm_cannot_represent_are_refused(change: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         nio.from_nir(graph_with(change), N, M)
 
 
-def test_export_checks_params_against_arch() -> None:
+def test_S4_12_export_checks_params_against_arch() -> None:
     arch, params = network("mlp")
     with pytest.raises(ValueError, match=r"layer 1 \(linear\) has weight \(16, 8\) and bias \(8,\); "
                                          r"expected \(8, 16\)"):

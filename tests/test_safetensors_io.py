@@ -82,7 +82,7 @@ def saved(tmp_path: Path) -> Path:
     return path
 
 
-def test_docstring_examples_run() -> None:
+def test_S3_7_docstring_examples_run() -> None:
     result = doctest.testmod(sio, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
@@ -90,7 +90,7 @@ def test_docstring_examples_run() -> None:
 # -- round trips ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_round_trip_every_container_dtype(tmp_path: Path, dtype: str) -> None:
+def test_S3_7_round_trip_every_container_dtype(tmp_path: Path, dtype: str) -> None:
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
     tensors = {
         "a": api.pack(sparse((5, 8), 2, 4, np_dtype, 1, 2), 2, 4, axis=1),
@@ -108,7 +108,7 @@ def test_round_trip_every_container_dtype(tmp_path: Path, dtype: str) -> None:
     assert sio.load_safetensors_metadata(path) == {"note": dtype}
 
 
-def test_bfloat16_is_native_BF16_in_the_file(tmp_path: Path) -> None:
+def test_S3_7_bfloat16_is_native_BF16_in_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bf16.safetensors"
     w = sparse((2, 8), 2, 4, ml_dtypes.bfloat16, 1, 5)
     sio.save_packed_safetensors(path, {"w": api.pack(w, 2, 4)})
@@ -117,7 +117,7 @@ def test_bfloat16_is_native_BF16_in_the_file(tmp_path: Path) -> None:
     assert header["w.values"]["dtype"] == "BF16" and header["w.indices"]["dtype"] == "U8"
 
 
-def test_checksum_equals_the_npz_container(tmp_path: Path) -> None:
+def test_S3_7_checksum_equals_the_npz_container(tmp_path: Path) -> None:
     packed = api.pack(sparse((4, 8), 2, 4, ml_dtypes.bfloat16, 1, 6), 2, 4)
     api.save_packed(tmp_path / "w.npz", packed)
     with np.load(tmp_path / "w.npz") as z:
@@ -127,7 +127,7 @@ def test_checksum_equals_the_npz_container(tmp_path: Path) -> None:
     assert json.loads(metadata[sio.TENSORS_KEY])["w"]["sha256"] == container_digest
 
 
-def test_torch_packed_saves_and_loads_as_numpy(tmp_path: Path) -> None:
+def test_S3_7_torch_packed_saves_and_loads_as_numpy(tmp_path: Path) -> None:
     w = torch.from_numpy(sparse((4, 8), 2, 4, np.float32, 1, 7)).to(torch.bfloat16)
     packed = api.pack(w, 2, 4)
     sio.save_packed_safetensors(tmp_path / "t.safetensors", {"w": packed})
@@ -138,7 +138,7 @@ def test_torch_packed_saves_and_loads_as_numpy(tmp_path: Path) -> None:
     assert np.array_equal(loaded.indices, packed.indices.numpy())
 
 
-def test_finalized_torch_model_exports_to_safetensors(tmp_path: Path) -> None:
+def test_S3_7_finalized_torch_model_exports_to_safetensors(tmp_path: Path) -> None:
     from torch import nn
 
     from spikenm.backends.torch.nn import export_packed, sparsify
@@ -161,7 +161,7 @@ def test_finalized_torch_model_exports_to_safetensors(tmp_path: Path) -> None:
         api.check_nm(api.to_block_layout(api.unpack(packed)), 2, 4)
 
 
-def test_empty_and_zero_size_round_trip(tmp_path: Path) -> None:
+def test_S3_7_empty_and_zero_size_round_trip(tmp_path: Path) -> None:
     sio.save_packed_safetensors(tmp_path / "e.safetensors", {})
     assert sio.load_packed_safetensors(tmp_path / "e.safetensors") == {}
     packed = api.pack(np.zeros((0, 8), np.float32), 2, 4)
@@ -211,14 +211,14 @@ TAMPERS: list[tuple[str, Callable[[dict[str, str], dict[str, np.ndarray]], objec
 
 
 @pytest.mark.parametrize("what, change, message", TAMPERS, ids=[t[0] for t in TAMPERS])
-def test_tampered_file_names_the_field(saved: Path, what: str, change: Any, message: str) -> None:
+def test_S3_7_tampered_file_names_the_field(saved: Path, what: str, change: Any, message: str) -> None:
     sio.load_packed_safetensors(saved)                       # valid before
     rewrite(saved, change)
     with pytest.raises(ValueError, match=message):
         sio.load_packed_safetensors(saved)
 
 
-def test_flipped_data_byte_fails_the_checksum(saved: Path) -> None:
+def test_S3_7_flipped_data_byte_fails_the_checksum(saved: Path) -> None:
     raw = bytearray(saved.read_bytes())
     raw[-1] ^= 0x01                                          # the last stored byte
     saved.write_bytes(bytes(raw))
@@ -226,7 +226,7 @@ def test_flipped_data_byte_fails_the_checksum(saved: Path) -> None:
         sio.load_packed_safetensors(saved)
 
 
-def test_plain_safetensors_file_is_refused(tmp_path: Path) -> None:
+def test_S3_7_plain_safetensors_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "plain.safetensors"
     stn.save_file({"w.values": np.zeros((2, 2), np.float32),
                    "w.indices": np.zeros((2, 2), np.uint8)}, str(path), metadata={"a": "b"})
@@ -240,27 +240,27 @@ def test_plain_safetensors_file_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"", b"not a safetensors file at all" * 4, b"PK\x03\x04xx"])
-def test_not_a_safetensors_file(tmp_path: Path, content: bytes) -> None:
+def test_S3_7_not_a_safetensors_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=r"is not a readable .safetensors file"):
         sio.load_packed_safetensors(path)
 
 
-def test_truncated_file(saved: Path) -> None:
+def test_S3_7_truncated_file(saved: Path) -> None:
     saved.write_bytes(saved.read_bytes()[:-5])
     with pytest.raises(ValueError, match=r"is not a readable .safetensors file"):
         sio.load_packed_safetensors(saved)
 
 
-def test_missing_file(tmp_path: Path) -> None:
+def test_S3_7_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no file at"):
         sio.load_packed_safetensors(tmp_path / "nope.safetensors")
 
 
 # -- what save refuses -------------------------------------------------------------------
 
-def test_save_validates_before_writing(tmp_path: Path) -> None:
+def test_S3_7_save_validates_before_writing(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     good = api.pack(sparse((2, 8), 2, 4, np.float32, 1, 8), 2, 4)
     sio.save_packed_safetensors(path, {"w": good})

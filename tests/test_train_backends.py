@@ -187,7 +187,7 @@ def _compare_steps(got: dict[str, Any], want: dict[str, Any], tol: float, rate_t
 # -- S4 / S2.3: one forward-backward pass ----------------------------------------------
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_S4_S2_3_step_agrees_float64(case: str) -> None:
+def test_S4_1_S4_6_S2_3_step_agrees_float64(case: str) -> None:
     """S4.2-S4.9 and S2.3: loss, correct count, dL/dW_eff, dL/db, EID credits and firing
     rates of torch and jax equal the reference to TOL64 in float64."""
     arch, lif, poisson, eid_layers = CASES[case]

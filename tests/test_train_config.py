@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 import pytest
 
 from spikenm.train.config import (
@@ -107,3 +109,12 @@ def test_seeds_S5_2_are_pure_functions() -> None:
     assert not (epoch_order(0, 2, 50) == epoch_order(0, 3, 50)).all()
     with pytest.raises(ValueError, match="step must be >= 0"):
         seed_of(0, 0, -1, 0)
+
+
+def test_epoch_order_S5_10_is_the_written_permutation() -> None:
+    """S5.10: epoch e visits default_rng(seed_of(seed, 1, e, 0)).permutation(N_train)."""
+    expected = np.random.default_rng(
+        np.random.SeedSequence([5, 1, 7, 0]).generate_state(1, dtype=np.uint32)[0]
+    ).permutation(123)
+    assert (epoch_order(5, 7, 123) == expected).all()
+    assert sorted(epoch_order(5, 7, 123).tolist()) == list(range(123))

@@ -14,7 +14,7 @@ TINY = ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64", "run.qu
         "run.eval_every=0"]
 
 
-def test_tiny_run_learns() -> None:
+def test_tiny_run_learns_and_reports_S5_11_S6_8() -> None:
     cfg = load_config(None, TINY + ["optim.epochs=5", "sparsity.method=spikenm",
                                     "model.hidden=64,64"])
     result = train(cfg, stream=None)
@@ -28,7 +28,7 @@ def test_tiny_run_learns() -> None:
     ("dense", []), ("spikenm", []), ("spikenm", ["eid.enabled=false"]), ("srste", []),
     ("asp", []), ("maskllm", []), ("random", [])])
 @pytest.mark.parametrize("pattern", ["2:4", "1:8"])
-def test_final_weights_satisfy_the_pattern_S5_8(method, extra, pattern) -> None:
+def test_final_weights_satisfy_the_pattern_S5_8_S6_1_S6_2_S6_3(method, extra, pattern) -> None:
     cfg = load_config(None, TINY + ["optim.epochs=1", f"sparsity.method={method}",
                                     f"sparsity.pattern={pattern}", "sparsity.dense_first=false"]
                       + extra)

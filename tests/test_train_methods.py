@@ -96,7 +96,7 @@ def test_srste_gradient_S6_4() -> None:
     assert np.allclose(wg[1].weight, g + 2e-4 * (1 - mask) * w) and lg == {}
 
 
-def test_spikenm_masks_and_gradients_S5_3_S5_4() -> None:
+def test_spikenm_masks_and_gradients_S5_3_S5_4_S5_5() -> None:
     ctx = _ctx("spikenm")
     rng = np.random.default_rng(2)
     w = rng.normal(size=(8, 16))
