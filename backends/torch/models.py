@@ -39,7 +39,6 @@ import torch
 from torch import nn
 
 from spikenm.train.config import LIFConfig
-from spikenm.train.model_backend import Arch, LayerSpec
 
 from .snn_lif import lif_over_time
 
