@@ -248,7 +248,7 @@ def test_S0_4_dtypes_of_one_call_must_match() -> None:
 
 
 def test_S0_5_mixed_frameworks_name_both_arguments() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     noise = torch.zeros((2, 8), dtype=torch.float64)
     with pytest.raises(TypeError, match=r"cannot be mixed \(logits: numpy, noise: torch\)"):
         api.sample_mask(X, 2, 4, noise=noise)

@@ -34,7 +34,7 @@ def test_shipped_sets(name, shape, count, pixel_max) -> None:
 
 
 def test_digits_split_matches_the_written_rule() -> None:
-    sk = pytest.importorskip("sklearn.datasets")
+    import sklearn.datasets as sk
     digits = sk.load_digits()
     tr, te = stratified_split(digits.target, TEST_FRACTION, SPLIT_SEED)
     ds = load_dataset(DataConfig(name="digits"))

@@ -13,7 +13,7 @@ from spikenm.reference import snn
 from spikenm.train.config import LIFConfig
 from spikenm.train.model_backend import Arch, EIDRequest, LayerParams, LayerSpec
 
-torch = pytest.importorskip("torch")
+import torch
 
 LIFS = [LIFConfig(), LIFConfig(reset="soft"), LIFConfig(detach_reset=True),
         LIFConfig(reset="soft", detach_reset=True, time_steps=3, beta=0.8, theta=0.7,
