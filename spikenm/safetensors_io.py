@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,7 @@ import numpy as np
 from .container import FORMAT as CONTAINER_FORMAT
 from .container import STORAGE, VERSION as CONTAINER_VERSION
 from .container import check_layout, checksum
+from .atomic import atomic_path
 from .dispatch import backend_for
 from .packed import Packed
 
@@ -168,17 +167,8 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         tensors[name + ".indices"] = indices
     extra.update({FORMAT_KEY: FORMAT, VERSION_KEY: str(VERSION),
                   TENSORS_KEY: json.dumps(entries, sort_keys=True, separators=(",", ":"))})
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         _safetensors().save_file(tensors, tmp, metadata=extra)
-        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read(path: str | os.PathLike[str], *, arrays: bool = True

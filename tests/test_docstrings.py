@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-MODULES = ["spikenm.api", "spikenm.layout"]
+MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

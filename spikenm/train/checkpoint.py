@@ -9,13 +9,13 @@ the old or the new checkpoint, never a partial one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 FORMAT = "spikenm.train.checkpoint"
 VERSION = 1
@@ -30,16 +30,9 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[
     if bad:
         raise TypeError(f"checkpoint entries must be numeric NumPy arrays: {bad[:3]}")
     record = {"format": FORMAT, "version": VERSION, **meta}
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
             np.savez(fh, __meta__=np.array(json.dumps(record)), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
+
+from ..atomic import atomic_path
 
 
 @dataclass
@@ -41,10 +41,9 @@ class MetricsLog:
                 continue  # a line cut by a crash
             if int(record.get("step", 0)) <= step and record.get("type") != "summary":
                 kept.append(record)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         self.records = kept
 
 
