@@ -14,11 +14,12 @@ arithmetic.  Softmax subtracts the block maximum before ``exp``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numba
 import numpy as np
+
+from spikenm import validation as check
 
 # -- scalars and layout ------------------------------------------------------------------
 
@@ -30,24 +31,15 @@ def _blocks(x: np.ndarray, m: int) -> np.ndarray:
 
 
 def positive_in_dtype(name: str, value: float, dtype: np.dtype) -> np.floating:
-    """``value`` in ``dtype``; it must stay finite and ``> 0`` after the conversion.
-
-    A temperature of ``1e-50`` is a valid Python float but 0 in float32; dividing by it
-    would fill the result with NaN, so it is refused here instead.
+    """``value`` as a scalar of ``dtype``, checked by `spikenm.validation.positive_in_dtype`
+    (finite and ``> 0`` after the conversion), for callers that bypass `spikenm.api`.
 
     Examples
     --------
     >>> positive_in_dtype("temperature", 0.5, np.dtype("float32"))
     np.float32(0.5)
     """
-    with np.errstate(over="ignore", under="ignore"):
-        converted = dtype.type(value)
-    if not (math.isfinite(float(converted)) and converted > 0):
-        raise ValueError(
-            f"{name}={value!r} is {float(converted)!r} in {dtype.name}; expected a value "
-            f"that stays finite and > 0 in {dtype.name}"
-        )
-    return converted
+    return dtype.type(check.positive_in_dtype(name, value, dtype.name))
 
 
 def _cotangent(cotangent: np.ndarray, like: np.ndarray) -> np.ndarray:

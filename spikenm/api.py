@@ -94,8 +94,8 @@ def sample_mask(
     check.same_shape(logits=logits, noise=noise)
     check.same_dtype(be, logits=logits, noise=noise)
     check.finite(be, "noise", noise)
-    temperature = check.positive_in_dtype(be, "temperature", temperature, logits)
-    scale = check.positive_in_dtype(be, "scale", scale, logits)
+    temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(logits))
+    scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
     if not isinstance(hard, (bool, np.bool_)):
         raise TypeError(f"hard must be a bool, got {hard!r}")
     out = be.sample_mask(
@@ -157,7 +157,7 @@ def relaxed_topn(scores: Any, n: int, m: int, *, temperature: float, axis: int =
     n, m = check.pattern(n, m)
     be = backend_for(scores=scores)
     ax = _float_blocks(be, "scores", scores, m, axis)
-    temperature = check.positive_in_dtype(be, "temperature", temperature, scores)
+    temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(scores))
     return _back(be, be.relaxed_topn(_last(be, scores, ax), n, m, temperature), ax)
 
 
@@ -173,7 +173,7 @@ def block_probs(logits: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> A
     m = check.block_size(m)
     be = backend_for(logits=logits)
     ax = _float_blocks(be, "logits", logits, m, axis)
-    scale = check.positive_in_dtype(be, "scale", scale, logits)
+    scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
     return _back(be, be.block_probs(_last(be, logits, ax), m, scale), ax)
 
 
@@ -254,7 +254,7 @@ def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, axis: int = -
     be = backend_for(credits=credits)
     ax = _float_blocks(be, "credits", credits, m, axis)
     check.nonnegative(be, "credits", credits)
-    temperature = check.positive_in_dtype(be, "temperature", temperature, credits)
+    temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(credits))
     return _back(be, be.eid_targets(_last(be, credits, ax), m, temperature), ax)
 
 
@@ -277,7 +277,7 @@ def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int
     check.same_dtype(be, logits=logits, targets=targets)
     check.finite(be, "targets", targets)
     check.nonnegative(be, "targets", targets)
-    scale = check.positive_in_dtype(be, "scale", scale, logits)
+    scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
     return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
 
 

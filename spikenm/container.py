@@ -101,6 +101,16 @@ def _check_indices(indices: np.ndarray, n: int, m: int, where: str) -> None:
             )
 
 
+def numpy_bfloat16(purpose: str) -> Any:
+    """NumPy's bfloat16 scalar type (from ml_dtypes), or an ImportError saying why it is
+    needed (``purpose``) and how to install it."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{purpose} needs ml_dtypes (pip install ml_dtypes)") from exc
+    return ml_dtypes.bfloat16
+
+
 def check_layout(
     shape: tuple[int, ...], axis: int, n: int, m: int, values: np.ndarray,
     indices: np.ndarray, where: str,
@@ -281,11 +291,5 @@ def load_packed(path: str | os.PathLike[str]) -> Packed:
         )
     values = values.astype(values.dtype.newbyteorder("="))
     if dtype == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "loading bfloat16 values needs ml_dtypes (pip install ml_dtypes)"
-            ) from exc
-        values = values.view(ml_dtypes.bfloat16)
+        values = values.view(numpy_bfloat16("loading bfloat16 values"))
     return Packed(values, np.ascontiguousarray(indices), n, m, shape, axis)

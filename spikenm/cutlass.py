@@ -25,6 +25,7 @@ import numpy as np
 
 from . import validation as check
 from .dispatch import backend_for, framework_of
+from .container import numpy_bfloat16
 from .packed import Packed
 from .protocol import Backend
 
@@ -135,14 +136,9 @@ def _cast(be: Backend, values: Any, target: str) -> Any:
     kind = framework_of(values, "values")
     if kind == "numpy":
         if target == "bfloat16":
-            try:
-                import ml_dtypes
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ImportError(
-                    "exporting NumPy values as bfloat16 needs ml_dtypes (pip install ml_dtypes)"
-                ) from exc
+            bfloat16 = numpy_bfloat16("exporting NumPy values as bfloat16")
             with np.errstate(over="ignore"):  # overflow is reported below
-                out = values.astype(ml_dtypes.bfloat16)
+                out = values.astype(bfloat16)
         else:
             with np.errstate(over="ignore"):
                 out = values.astype(np.float16)

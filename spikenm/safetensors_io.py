@@ -37,7 +37,7 @@ import numpy as np
 
 from .container import FORMAT as CONTAINER_FORMAT
 from .container import STORAGE, VERSION as CONTAINER_VERSION
-from .container import check_layout, checksum
+from .container import check_layout, checksum, numpy_bfloat16
 from .atomic import atomic_path
 from .dispatch import backend_for
 from .packed import Packed
@@ -65,18 +65,10 @@ def _safetensors() -> Any:
     return stn
 
 
-def _bfloat16() -> Any:
-    try:
-        import ml_dtypes
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("bfloat16 values need ml_dtypes (pip install ml_dtypes)") from exc
-    return ml_dtypes.bfloat16
-
-
 def _file_dtype(dtype: str) -> np.dtype:
     """NumPy dtype of the ``.values`` tensor of a ``dtype`` tensor, as safetensors gives it."""
     if dtype == "bfloat16":
-        return np.dtype(_bfloat16())
+        return np.dtype(numpy_bfloat16("bfloat16 values"))
     return STORAGE[dtype].newbyteorder("=")
 
 
@@ -162,7 +154,7 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         header = _header(n, m, shape, axis, dtype)
         entries[name] = dict(n=n, m=m, shape=list(shape), axis=axis, dtype=dtype,
                              sha256=checksum(header, stored, indices))
-        values = stored.view(_bfloat16()) if dtype == "bfloat16" else stored
+        values = stored.view(numpy_bfloat16("bfloat16 values")) if dtype == "bfloat16" else stored
         tensors[name + ".values"] = np.ascontiguousarray(values)
         tensors[name + ".indices"] = indices
     extra.update({FORMAT_KEY: FORMAT, VERSION_KEY: str(VERSION),

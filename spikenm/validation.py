@@ -50,22 +50,22 @@ def positive(name: str, value: Any) -> float:
     return value
 
 
-def positive_in_dtype(be: Backend, name: str, value: Any, x: Any) -> float:
-    """A finite number ``> 0`` that stays finite and ``> 0`` in ``x``'s dtype.
+def positive_in_dtype(name: str, value: Any, dtype: str) -> float:
+    """A finite number ``> 0`` that stays finite and ``> 0`` in the float dtype ``dtype``.
 
     A Python scalar meets an array in the array's dtype, so a temperature of ``1e-50`` is
     0 in float32 and would fill the result with NaN: it is refused instead.
 
     Examples
     --------
-    >>> import numpy as np
-    >>> positive_in_dtype(None, "temperature", 1e-50, np.zeros(1, np.float32))
+    >>> positive_in_dtype("temperature", 0.5, "float32")
+    0.5
+    >>> positive_in_dtype("temperature", 1e-50, "float32")
     Traceback (most recent call last):
     ...
     ValueError: temperature=1e-50 is 0.0 in float32; expected a value that stays finite and > 0 in float32
     """
     value = positive(name, value)
-    dtype = be.dtype_name(x) if be is not None else np.dtype(x.dtype).name
     with np.errstate(over="ignore", under="ignore"):
         converted = float(np.dtype(dtype).type(value))
     if not (math.isfinite(converted) and converted > 0.0):

@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic"]
+MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)
