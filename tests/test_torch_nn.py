@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 from spikenm import api
 from spikenm.backends.torch import nn as snn
 from spikenm.backends.torch import nn_mask
-from spikenm.train.seeds import seed_of
+from spikenm.seeds import seed_of
 
 N, M = 2, 4
 

@@ -12,8 +12,8 @@ import pytest
 from spikenm.train.config import (
     ConfigError, TrainConfig, config_from_dict, config_to_dict, load_config, parse_overrides,
 )
-from spikenm.train.schedules import schedule_value, warmup_factor
-from spikenm.train.seeds import epoch_order, seed_of
+from spikenm.schedules import schedule_value, warmup_factor
+from spikenm.seeds import epoch_order, seed_of
 
 
 def test_defaults_are_valid_and_round_trip() -> None:

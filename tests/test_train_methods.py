@@ -13,7 +13,7 @@ from spikenm.reference import snn
 from spikenm.train import maskllm, methods
 from spikenm.train.config import load_config
 from spikenm.train.model_backend import LayerParams
-from spikenm.train.optim import OptHyper, opt_init, opt_update
+from spikenm.optim import OptHyper, opt_init, opt_update
 
 
 def test_candidates_S6_6() -> None:
@@ -114,7 +114,7 @@ def test_spikenm_masks_and_gradients_S5_3_S5_4_S5_5() -> None:
     from spikenm.reference import sample_mask_vjp, eid_loss_vjp
     task = sample_mask_vjp(state.logits[1], sm.aux[1], 2, 4, sm.temperature, sm.scale, True,
                            g * w)
-    from spikenm.train.schedules import schedule_value
+    from spikenm.schedules import schedule_value
     tau_e = schedule_value("exp", 1.0, 0.05, 3, ctx.search_steps)
     q = api.eid_targets(credits[1], 4, temperature=tau_e)
     lam = min(1.0, 4 / (0.1 * ctx.search_steps))

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from spikenm.api import final_mask, from_block_layout, gumbel_like, sample_mask, to_block_layout
-from spikenm.train.config import SCHEDULES
-from spikenm.train.schedules import schedule_value
-from spikenm.train.seeds import MASK_NOISE, seed_of
+from spikenm.schedules import SCHEDULES
+from spikenm.schedules import schedule_value
+from spikenm.seeds import MASK_NOISE, seed_of
 
 __all__ = ["Schedule", "NMMask", "as_schedule"]
 

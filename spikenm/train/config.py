@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args, get_origin
 
 METHODS = ("dense", "spikenm", "srste", "asp", "maskllm", "random")
 DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
-SCHEDULES = ("constant", "linear", "cosine", "exp")
+from spikenm.schedules import SCHEDULES
 
 
 class ConfigError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import seeds
+from spikenm import seeds
 
 
 def scale_pixels(images: np.ndarray, pixel_max: float, dtype: str) -> np.ndarray:

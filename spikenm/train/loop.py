@@ -27,9 +27,9 @@ from .encoding import batch_indices, encode
 from .metrics import MetricsLog, printer, progress_line, summary_text
 from .model_backend import Arch, EIDRequest, LayerParams, ModelBackend, load_model_backend
 from .network import build_arch, init_params, masked_layers
-from .optim import OptHyper, opt_init, opt_update
-from .schedules import schedule_value
-from .seeds import EVAL_STEP_BASE
+from spikenm.optim import OptHyper, opt_init, opt_update
+from spikenm.schedules import schedule_value
+from spikenm.seeds import EVAL_STEP_BASE
 from .state import TrainState, state_from_arrays, state_to_arrays
 
 CHECKPOINT = "checkpoint.npz"

@@ -23,11 +23,12 @@ import numpy as np
 from spikenm import api
 from spikenm.dispatch import backend_for
 
-from . import maskllm, seeds
+from spikenm import seeds
+from . import maskllm
 from .config import TrainConfig
 from .model_backend import LayerParams, ModelBackend
-from .optim import OptHyper, OptState, opt_init, opt_update
-from .schedules import schedule_value, warmup_factor
+from spikenm.optim import OptHyper, OptState, opt_init, opt_update
+from spikenm.schedules import schedule_value, warmup_factor
 
 Array = Any
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .methods import MaskState
 from .model_backend import LayerParams
-from .optim import OptState
+from spikenm.optim import OptState
 
 Array = Any
 

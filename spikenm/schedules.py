@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 
-from .config import SCHEDULES
+SCHEDULES = ("constant", "linear", "cosine", "exp")
+"""The schedule kinds of S5.6."""
 
 
 def schedule_value(kind: str, start: float, end: float, step: int, length: int) -> float:
