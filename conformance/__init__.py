@@ -40,7 +40,9 @@ Validating a backend in three steps
    lacks it, add ``-p spikenm.conformance.pytest_plugin``).
 
    Built-in names: ``numpy`` (alias ``reference``), ``torch``, ``jax`` (the suite turns
-   on ``jax_enable_x64``: float64 is part of the contract), ``array_api_strict``.  A
+   on ``jax_enable_x64``: float64 is part of the contract), ``array_api_strict``, and
+   any name added with `spikenm.registry.register` (the one backend registry; a
+   registered backend with a type test ``owns(x)`` also gets `spikenm.api` dispatch).  A
    missing or unknown name is an error, never a silent default; a backend missing
    protocol members is refused with the list of members and the checks needing them.
    Options: ``--profile ci|dev|thorough`` (Hypothesis profiles of
@@ -55,6 +57,24 @@ Validating a backend in three steps
    and repeats the failing call, with the expected and obtained values.  The JSON
    report (``--report``) adds the backend and framework versions, Python, platform,
    profile, seed and timings.  The exit status is non-zero on any failure.
+
+Model backends
+--------------
+A model backend (`spikenm.snn.ModelBackend`: one forward/backward step and one eval pass
+of a spiking `spikenm.snn.Graph`, SPEC S4) is validated the same way::
+
+    python -m spikenm.conformance --model-backend mypackage.mymodule:factory --device cpu
+    pytest --pyargs spikenm.conformance --spikenm-model-backend torch
+
+(``factory(device)`` returns the backend; built-in names ``numpy``, ``torch``, ``jax``.)
+Each row draws small graphs of one kind (linear, conv with stride 1/2, batch norm,
+pooling, residual adds, the shipped networks), runs one call on the backend and on the
+NumPy reference model backend in float64 and compares loss, correct count, every
+gradient, the new running statistics, EID credits (S2.3/S5.5) and firing rates within
+S4.11, on examples where no membrane potential lies within ``1e-6`` of the threshold
+(`spikenm.conformance.model_trial`); eval mode, direct-encoded against time-major input,
+float32, the device rule and mismatched keys have rows of their own.  Expected failures
+of a model backend go in ``xfail/model-<backend>.txt``.
 
 Expected failures
 -----------------
@@ -79,7 +99,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_backend", "run_suite", "RunConfig"]
+__all__ = ["load_backend", "run_suite", "run_model_suite", "RunConfig"]
 
 
 def __getattr__(name: str) -> Any:
@@ -87,7 +107,7 @@ def __getattr__(name: str) -> Any:
         from .selection import load_backend
 
         return load_backend
-    if name in ("run_suite", "RunConfig"):
+    if name in ("run_suite", "run_model_suite", "RunConfig"):
         from . import runner
 
         return getattr(runner, name)

@@ -43,6 +43,10 @@ class Check:
     golden : callable or None
         ``golden(trial)``: fixed examples stated in SPEC.md, run once before the
         Hypothesis examples.
+    target : ``"array"`` or ``"model"``
+        What the check judges: an array backend (`spikenm.protocol.Backend`, S0-S3) or a
+        model backend (`spikenm.snn.ModelBackend`, S4), whose checks get a
+        `spikenm.conformance.model_trial.ModelTrial`.
     """
 
     id: str
@@ -54,6 +58,7 @@ class Check:
     needs: Literal[None, "differentiable", "dispatch"] = None
     budget: float = 1.0
     golden: Callable[[Trial], None] | None = None
+    target: Literal["array", "model"] = "array"
 
     @property
     def clause(self) -> str:

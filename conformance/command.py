@@ -1,8 +1,12 @@
 """``python -m spikenm.conformance``: run the suite on one backend from the command line.
 
+``--backend NAME`` judges an array backend (SPEC S0-S3); ``--model-backend NAME`` judges a
+model backend (SPEC S4, with the EID credits of S2.3/S5.5) created for ``--device``.  One
+of the two per run.
+
 Exit status: 0 when every check passes (n/a and listed xfails allowed), 1 when a check
 fails, errors or passes unexpectedly (XPASS), 2 for a usage error (no or unknown
-backend, incomplete backend, unknown clause id, bad xfail file).
+backend, both kinds at once, incomplete backend, unknown clause id, bad xfail file).
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m spikenm.conformance",
         description="Check a spikenm backend against SPEC.md, clause by clause.",
     )
-    p.add_argument("--backend", default=os.environ.get("SPIKENM_BACKEND"),
-                   help="numpy (alias reference), torch, jax, array_api_strict, or package.module:OBJECT "
-                        "(default: $SPIKENM_BACKEND; there is no other default)")
+    p.add_argument("--backend", default=None,
+                   help="array backend: numpy (alias reference), torch, jax, array_api_strict, a "
+                        "registered name, or package.module:OBJECT (default: $SPIKENM_BACKEND; "
+                        "there is no other default)")
+    p.add_argument("--model-backend", default=None,
+                   help="model backend (SPEC S4): numpy, torch, jax, a registered name, or "
+                        "package.module:FACTORY (default: $SPIKENM_MODEL_BACKEND)")
+    p.add_argument("--device", default=None,
+                   help="device the model backend is created for (default: $SPIKENM_DEVICE, "
+                        "else cpu)")
     p.add_argument("--profile", choices=profiles.PROFILES, default=None,
                    help="Hypothesis profile (default: $SPIKENM_HYPOTHESIS_PROFILE, else ci under CI, else dev)")
     p.add_argument("--max-examples", type=int, default=None, help="examples per property check (overrides the profile)")
@@ -45,15 +56,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .registry import CHECKS, UNCOVERED
 
     if args.list:
-        for check in CHECKS:
-            print(f"{check.id:<15} {check.clause:<10} {check.summary}")
-        for clause, why in UNCOVERED.items():
-            print(f"{'-':<15} {clause:<10} not a row: {why}")
+        from .registry import MODEL_CHECKS, MODEL_UNCOVERED
+
+        for title, checks, uncovered in (("array backends (--backend)", CHECKS, UNCOVERED),
+                                         ("model backends (--model-backend)", MODEL_CHECKS,
+                                          MODEL_UNCOVERED)):
+            print(f"# {title}")
+            for check in checks:
+                print(f"{check.id:<15} {check.clause:<10} {check.summary}")
+            for clause, why in uncovered.items():
+                print(f"{'-':<15} {clause:<10} not a row: {why}")
         return 0
     from .report import table, write_json
-    from .runner import RunConfig, run_suite
+    from .runner import RunConfig, run_model_suite, run_suite
     from .selection import BackendSelectionError
 
+    model = args.model_backend or (None if args.backend else os.environ.get("SPIKENM_MODEL_BACKEND"))
+    backend = args.backend or (None if model else os.environ.get("SPIKENM_BACKEND"))
+    if backend and model:
+        print("error: give --backend (an array backend) or --model-backend (a model backend), "
+              "not both", file=sys.stderr)
+        return 2
     if args.max_examples is not None and args.max_examples < 1:
         print("error: --max-examples must be at least 1", file=sys.stderr)
         return 2
@@ -67,7 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         xfail_file=args.xfails,
     )
     try:
-        result = run_suite(args.backend, config)
+        if model:
+            device = args.device or os.environ.get("SPIKENM_DEVICE") or "cpu"
+            result = run_model_suite(model, config, device)
+        else:
+            result = run_suite(backend, config)
     except (BackendSelectionError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,15 +1,19 @@
-"""pytest integration: ``pytest --pyargs spikenm.conformance --spikenm-backend NAME``.
+"""pytest integration: ``pytest --pyargs spikenm.conformance --spikenm-backend NAME`` (an
+array backend) and/or ``--spikenm-model-backend NAME`` (a model backend, SPEC S4).
 
 The options are registered by this plugin.  pytest reads the command line before it
 collects a package given with ``--pyargs``, so the plugin must be loaded first: with
 ``-p spikenm.conformance.pytest_plugin``, or automatically through the ``pytest11``
-entry point of the installed package.  Without the plugin, ``SPIKENM_BACKEND=NAME``
-(and ``SPIKENM_HYPOTHESIS_PROFILE``) select the same things.
+entry point of the installed package.  Without the plugin, ``SPIKENM_BACKEND=NAME``,
+``SPIKENM_MODEL_BACKEND=NAME`` (with ``SPIKENM_DEVICE``) and
+``SPIKENM_HYPOTHESIS_PROFILE`` select the same things.
 
-Each check of the suite is one test (``test_check[S1.2]``): ``pass`` passes, ``FAIL`` and
-``ERROR`` fail with the message and the reproduction snippet, ``n/a`` is skipped,
-``xfail`` is an expected failure and ``XPASS`` fails.  No backend selected, an unknown
-one, or an incomplete one stops the session with a usage error before any test runs.
+Each check of the suite is one test (``test_check[S1.2]`` for array backends,
+``test_model_check[S4.13]`` for model backends): ``pass`` passes, ``FAIL`` and ``ERROR``
+fail with the message and the reproduction snippet, ``n/a`` is skipped, ``xfail`` is an
+expected failure and ``XPASS`` fails; the checks of the kind of backend not selected are
+skipped.  No backend selected, an unknown one, or an incomplete one stops the session
+with a usage error before any test runs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--spikenm-backend", default=None,
                     help="backend under test: numpy, torch, jax, array_api_strict or package.module:OBJECT "
                          "(default: $SPIKENM_BACKEND)")
+    group.addoption("--spikenm-model-backend", default=None,
+                    help="model backend under test: numpy, torch, jax or package.module:FACTORY "
+                         "(default: $SPIKENM_MODEL_BACKEND)")
+    group.addoption("--spikenm-device", default=None,
+                    help="device the model backend is created for (default: $SPIKENM_DEVICE, "
+                         "else cpu)")
     group.addoption("--spikenm-profile", default=None, choices=PROFILES,
                     help="Hypothesis profile (default: $SPIKENM_HYPOTHESIS_PROFILE, else ci under CI, else dev)")
     group.addoption("--spikenm-max-examples", type=int, default=None, help="examples per property check")
@@ -52,7 +62,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 @dataclass
 class Session:
-    """The backend under test and the results gathered so far."""
+    """The backends under test (array and/or model) and the results gathered so far."""
 
     subject: Any
     config: Any
@@ -60,28 +70,42 @@ class Session:
     xfails: dict[str, str]
     xfail_path: Path | None
     results: dict[str, Any] = field(default_factory=dict)
+    model: "Session | None" = None
 
     def run(self, check_id: str) -> Any:
         """Run one check (once per session) and return its `CheckResult`."""
-        from spikenm.conformance.registry import CHECKS
-        from spikenm.conformance.runner import apply_xfails, run_check
+        from spikenm.conformance.runner import apply_xfails, checks_for, run_check
 
         if check_id not in self.results:
-            check = next(c for c in CHECKS if c.id == check_id)
+            check = next(c for c in checks_for(self.subject) if c.id == check_id)
             outcome = run_check(check, self.subject, self.reference, self.config)
             self.results[check_id] = apply_xfails(outcome, check, self.xfails, self.xfail_path)
         return self.results[check_id]
 
 
+def _session_for(subject: Any, run_config: Any) -> Session:
+    from spikenm.conformance.runner import reference_for, xfails_for
+
+    xfails, path = xfails_for(subject, run_config)
+    return Session(subject, run_config, reference_for(subject), xfails, path)
+
+
 def open_session(config: pytest.Config) -> Session:
-    """Select the backend from the options or the environment; a usage error otherwise."""
+    """Select the backends from the options or the environment; a usage error otherwise.
+
+    The returned session is the array backend's (``subject`` None when only a model
+    backend was selected); ``model`` holds the model backend's session.
+    """
     from spikenm.conformance import profiles
-    from spikenm.conformance.runner import RunConfig, check_profile, xfails_for
+    from spikenm.conformance.model_selection import select_model
+    from spikenm.conformance.runner import RunConfig, check_profile
     from spikenm.conformance.selection import BackendSelectionError, select
 
     spec = _option(config, "spikenm_backend") or os.environ.get("SPIKENM_BACKEND")
+    model_spec = (_option(config, "spikenm_model_backend")
+                  or os.environ.get("SPIKENM_MODEL_BACKEND"))
+    device = _option(config, "spikenm_device") or os.environ.get("SPIKENM_DEVICE") or "cpu"
     try:
-        subject = select(spec)
         run_config = RunConfig(
             profile=_option(config, "spikenm_profile") or profiles.selected_profile(),
             max_examples=_option(config, "spikenm_max_examples"),
@@ -89,12 +113,15 @@ def open_session(config: pytest.Config) -> Session:
             xfail_file=_option(config, "spikenm_xfails"),
         )
         check_profile(run_config.profile)
-        xfails, path = xfails_for(subject, run_config)
+        if spec or not model_spec:
+            session = _session_for(select(spec), run_config)
+        else:
+            session = Session(None, run_config, None, {}, None)
+        if model_spec:
+            session.model = _session_for(select_model(model_spec, device), run_config)
     except (BackendSelectionError, ValueError, OSError) as exc:
         raise pytest.UsageError(f"spikenm conformance: {exc}") from exc
-    import spikenm.reference as reference
-
-    return Session(subject, run_config, reference, xfails, path)
+    return session
 
 
 SESSION_KEY = pytest.StashKey[Session]()
@@ -122,23 +149,31 @@ def outcome_of(result: Any) -> None:
 
 
 def write_report(config: pytest.Config) -> None:
-    """Write the JSON report when ``--spikenm-report`` was given and checks ran."""
+    """Write the JSON report when ``--spikenm-report`` was given and checks ran: one
+    report, or, with both kinds of backend, ``REPORT`` for the array backend and
+    ``REPORT`` with ``.model`` before the suffix for the model backend."""
     path = _option(config, "spikenm_report")
     session = config.stash.get(SESSION_KEY, None)
-    if not path or session is None or not session.results:
+    if not path or session is None:
         return
     from datetime import datetime, timezone
 
     from spikenm.conformance.report import write_json
     from spikenm.conformance.runner import SuiteResult
 
-    result = SuiteResult(
-        session.subject, session.config, list(session.results.values()),
-        sum(r.seconds for r in session.results.values()),
-        datetime.now(timezone.utc).isoformat(timespec="seconds"), session.xfails,
-        str(session.xfail_path) if session.xfail_path else None,
-    )
-    write_json(result, path)
+    both = session.subject is not None and session.model is not None
+    for part, target in ((session, Path(path)), (session.model, None)):
+        if part is None or part.subject is None or not part.results:
+            continue
+        if target is None:
+            target = Path(path).with_suffix(".model" + Path(path).suffix) if both else Path(path)
+        result = SuiteResult(
+            part.subject, part.config, list(part.results.values()),
+            sum(r.seconds for r in part.results.values()),
+            datetime.now(timezone.utc).isoformat(timespec="seconds"), part.xfails,
+            str(part.xfail_path) if part.xfail_path else None,
+        )
+        write_json(result, target)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

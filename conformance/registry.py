@@ -1,10 +1,13 @@
-"""All conformance checks, in SPEC order."""
+"""All conformance checks, in SPEC order: `CHECKS` for array backends, `MODEL_CHECKS` for
+model backends."""
 
 from __future__ import annotations
 
 from .api_checks import CHECKS as _API
 from .check import Check
 from .eid_checks import CHECKS as _EID
+from .model_checks import CHECKS as _MODEL
+from .model_checks import UNCOVERED as MODEL_UNCOVERED
 from .packed_checks import CHECKS as _PACKED
 from .plumbing_checks import CHECKS as _PLUMBING
 from .probability_checks import CHECKS as _PROBABILITY
@@ -19,7 +22,11 @@ def _order(check: Check) -> tuple[int, int, int, str]:
 CHECKS: tuple[Check, ...] = tuple(
     sorted(_PLUMBING + _PACKED + _SAMPLER + _PROBABILITY + _EID + _API, key=_order)
 )
-"""Every check, ordered by clause (protocol-level checks before API-level ones)."""
+"""Every array-backend check, ordered by clause (protocol-level checks before API-level
+ones)."""
+
+MODEL_CHECKS: tuple[Check, ...] = tuple(sorted(_MODEL, key=_order))
+"""Every model-backend check (SPEC S4, S2.3/S5.5), ordered by clause."""
 
 UNCOVERED = {
     "S0.6": "the comparison rule every check applies",
@@ -36,8 +43,10 @@ def checks_using(member: str) -> list[str]:
     return [check.id for check in CHECKS if member in check.uses]
 
 
-def select(selectors: tuple[str, ...] | list[str]) -> tuple[Check, ...]:
-    """The checks matching any selector (a check id or a clause id); all when empty.
+def select(selectors: tuple[str, ...] | list[str], checks: tuple[Check, ...] = CHECKS
+           ) -> tuple[Check, ...]:
+    """The checks of ``checks`` matching any selector (a check id or a clause id); all of
+    them when there is none.
 
     Raises
     ------
@@ -45,9 +54,9 @@ def select(selectors: tuple[str, ...] | list[str]) -> tuple[Check, ...]:
         A selector matches no check.
     """
     if not selectors:
-        return CHECKS
-    unknown = [s for s in selectors if not any(c.matches(s) for c in CHECKS)]
+        return checks
+    unknown = [s for s in selectors if not any(c.matches(s) for c in checks)]
     if unknown:
-        known = sorted({c for check in CHECKS for c in check.covers} | {check.id for check in CHECKS})
+        known = sorted({c for check in checks for c in check.covers} | {check.id for check in checks})
         raise ValueError(f"unknown clause or check id(s) {unknown}; expected some of {known}")
-    return tuple(c for c in CHECKS if any(c.matches(s) for s in selectors))
+    return tuple(c for c in checks if any(c.matches(s) for s in selectors))

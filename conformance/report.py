@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .registry import UNCOVERED
-from .runner import FAILING, SuiteResult, hypothesis_settings
+from .registry import MODEL_UNCOVERED, UNCOVERED
+from .runner import FAILING, SuiteResult, checks_for, hypothesis_settings, is_model
 
 SCHEMA = "spikenm.conformance.report/1"
 
@@ -28,17 +28,32 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _model_backend(subject: Any) -> dict[str, Any]:
+    return {
+        "kind": "model",
+        "selected_as": subject.spec,
+        "name": subject.name,
+        "object": repr(subject.backend)[:200],
+        "device": subject.device,
+        "array_type": f"{subject.array_type.__module__}.{subject.array_type.__qualname__}",
+        "framework": subject.framework,
+        "framework_version": subject.framework_version,
+        "notes": subject.notes,
+    }
+
+
 def metadata(result: SuiteResult) -> dict[str, Any]:
     """Who was tested with what: backend, versions, platform, Hypothesis settings."""
     subject, config = result.subject, result.config
     from hypothesis import settings
 
-    from .registry import CHECKS
-
-    effective = hypothesis_settings(config, CHECKS[0])
+    checks = checks_for(subject)
+    effective = hypothesis_settings(config, checks[0])
     profile = settings.get_profile(config.profile)
+    model = is_model(subject)
     return {
-        "backend": {
+        "backend": _model_backend(subject) if model else {
+            "kind": "array",
             "selected_as": subject.spec,
             "name": subject.name,
             "object": repr(subject.backend)[:200],
@@ -56,7 +71,7 @@ def metadata(result: SuiteResult) -> dict[str, Any]:
         "hypothesis": {
             "profile": config.profile,
             "max_examples": config.max_examples if config.max_examples is not None else profile.max_examples,
-            "per_check_budget": {check.id: check.budget for check in CHECKS},
+            "per_check_budget": {check.id: check.budget for check in checks},
             "derandomize": effective.derandomize,
             "seed": config.seed,
             "shrink": config.shrink,
@@ -85,7 +100,7 @@ def to_json(result: SuiteResult) -> dict[str, Any]:
             }
             for r in result.results
         ],
-        "not_covered": UNCOVERED,
+        "not_covered": MODEL_UNCOVERED if is_model(result.subject) else UNCOVERED,
     }
 
 
@@ -102,11 +117,19 @@ def _cut(text: str, width: int) -> str:
 def table(result: SuiteResult, *, details: bool = True) -> str:
     """The per-clause table, then the full message and reproduction of every failure."""
     s = result.subject
-    lines = [
-        f"spikenm conformance: backend {s.label} (name {s.name!r}, {s.framework} {s.framework_version}, "
-        f"differentiable={s.differentiable}, api dispatch={s.dispatches})",
-        f"profile {result.config.profile}, {result.seconds:.1f} s; packing dtypes: {', '.join(s.pack_dtypes)}",
-    ]
+    model = is_model(s)
+    if model:
+        lines = [
+            f"spikenm conformance: model backend {s.label} (name {s.name!r}, {s.framework} "
+            f"{s.framework_version}, device {s.device}) against the NumPy reference model backend",
+            f"profile {result.config.profile}, {result.seconds:.1f} s",
+        ]
+    else:
+        lines = [
+            f"spikenm conformance: backend {s.label} (name {s.name!r}, {s.framework} {s.framework_version}, "
+            f"differentiable={s.differentiable}, api dispatch={s.dispatches})",
+            f"profile {result.config.profile}, {result.seconds:.1f} s; packing dtypes: {', '.join(s.pack_dtypes)}",
+        ]
     lines += [f"note: {note}" for note in s.notes]
     header = ("check", "clause", "title", "examples", "status", "first failure")
     rows = [
@@ -125,10 +148,17 @@ def table(result: SuiteResult, *, details: bool = True) -> str:
     skipped = sum(r.blocks_skipped for r in result.results)
     if skipped:
         compared = sum(r.blocks_compared for r in result.results)
-        lines.append(
-            f"floating values were compared on {compared} blocks; {skipped} ill-conditioned blocks were "
-            f"checked for invariants only (see spikenm.conformance.conditioning)"
-        )
+        if model:
+            lines.append(
+                f"values were compared on {compared} examples; {skipped} examples with some H_t "
+                f"within delta of theta (S4.11) were checked for structure only (see "
+                f"spikenm.conformance.model_trial)"
+            )
+        else:
+            lines.append(
+                f"floating values were compared on {compared} blocks; {skipped} ill-conditioned blocks were "
+                f"checked for invariants only (see spikenm.conformance.conditioning)"
+            )
     if details:
         for r in result.results:
             if r.status in FAILING or r.status == "xfail":

@@ -63,11 +63,16 @@ def value_text(value: Any) -> str:
     return _scalar_text(value)
 
 
+ARRAY_IMPORTS = ("from spikenm import api", "from spikenm.conformance import load_backend")
+"""Imports of a snippet for an array backend (``be = load_backend(...)``)."""
+
+
 class Script:
     """The statements of one reproduction, in order."""
 
-    def __init__(self, backend_expr: str) -> None:
+    def __init__(self, backend_expr: str, imports: tuple[str, ...] = ARRAY_IMPORTS) -> None:
         self.backend_expr = backend_expr
+        self.imports = imports
         self.lines: list[str] = []
         self.needs_ml_dtypes = False
 
@@ -87,7 +92,6 @@ class Script:
         head = ["import numpy as np"]
         if self.needs_ml_dtypes:
             head.append("import ml_dtypes")
-        head += ["from spikenm import api", "from spikenm.conformance import load_backend",
-                 self.backend_expr]
+        head += [*self.imports, self.backend_expr]
         tail = ["# " + line if line else "#" for line in comment.splitlines()]
         return "\n".join(head + self.lines + tail)

@@ -89,9 +89,9 @@ class CheckResult:
 
 @dataclass
 class SuiteResult:
-    """Outcome of a run on one backend."""
+    """Outcome of a run on one backend (array or model)."""
 
-    subject: Subject
+    subject: Subject | Any
     config: RunConfig
     results: list[CheckResult]
     seconds: float
@@ -112,9 +112,10 @@ class SuiteResult:
         return out
 
 
-def read_xfails(path: str | Path) -> dict[str, str]:
+def read_xfails(path: str | Path, checks: tuple[Check, ...] | None = None) -> dict[str, str]:
     """``{id: reason}`` from an expected-failure file: one clause or check id per line,
-    ``#`` starts a comment (the reason, when it follows an id).
+    ``#`` starts a comment (the reason, when it follows an id).  ``checks`` are the ids
+    allowed (default: the array-backend checks).
 
     Raises
     ------
@@ -123,25 +124,43 @@ def read_xfails(path: str | Path) -> dict[str, str]:
     """
     from .registry import CHECKS
 
+    checks = CHECKS if checks is None else checks
     entries: dict[str, str] = {}
     for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         text, _, reason = raw.partition("#")
         key = text.strip()
         if not key:
             continue
-        if not any(check.matches(key) for check in CHECKS):
+        if not any(check.matches(key) for check in checks):
             raise ValueError(f"{path}:{number}: {key!r} is not a clause or check id of the suite")
         entries[key] = reason.strip()
     return entries
 
 
-def default_xfail_file(subject: Subject) -> Path | None:
-    """``xfail/<name>.txt`` for a backend selected by a built-in name, if present."""
+def is_model(subject: Any) -> bool:
+    """True for a model-backend subject (`spikenm.conformance.model_selection`)."""
+    from .model_selection import ModelSubject
+
+    return isinstance(subject, ModelSubject)
+
+
+def default_xfail_file(subject: Subject | Any) -> Path | None:
+    """``xfail/<name>.txt`` (``xfail/model-<name>.txt`` for a model backend) for a backend
+    selected by a registered name, if present: the name as given, else its registry name
+    or one of its aliases (``reference`` reads ``numpy.txt``, ``array_api`` reads
+    ``array_api_strict.txt``)."""
     if subject.spec is None:
         return None
-    name = "numpy" if subject.spec == "reference" else subject.spec
-    path = XFAIL_DIR / f"{name}.txt"
-    return path if path.exists() else None
+    from spikenm import registry
+
+    entry = registry.info(subject.spec)
+    candidates = [subject.spec] + ([entry.name, *entry.aliases] if entry is not None else [])
+    prefix = "model-" if is_model(subject) else ""
+    for name in dict.fromkeys(candidates):
+        path = XFAIL_DIR / f"{prefix}{name}.txt"
+        if path.exists():
+            return path
+    return None
 
 
 def hypothesis_settings(config: RunConfig, check: Check) -> settings:
@@ -174,7 +193,7 @@ def check_profile(name: str) -> None:
         raise ValueError(f"unknown profile {name!r}; expected one of {profiles.PROFILES}")
 
 
-def _not_applicable(check: Check, subject: Subject) -> str | None:
+def _not_applicable(check: Check, subject: Subject | Any) -> str | None:
     if check.needs == "differentiable" and not subject.differentiable:
         return "n/a: forward-only backend (differentiable = False)"
     if check.needs == "dispatch" and not subject.dispatches:
@@ -182,7 +201,7 @@ def _not_applicable(check: Check, subject: Subject) -> str | None:
     return None
 
 
-def run_check(check: Check, subject: Subject, reference: Any, config: RunConfig) -> CheckResult:
+def run_check(check: Check, subject: Subject | Any, reference: Any, config: RunConfig) -> CheckResult:
     """Run one check and return its result (never raises for a backend's fault)."""
     result = CheckResult(check.id, check.clause, check.covers, title_of(check), check.summary, "pass")
     reason = _not_applicable(check, subject)
@@ -192,6 +211,10 @@ def run_check(check: Check, subject: Subject, reference: Any, config: RunConfig)
     start = time.perf_counter()
 
     def new_trial() -> Trial:
+        if check.target == "model":
+            from .model_trial import ModelTrial
+
+            return ModelTrial(subject, check.id, reference)
         return Trial(subject, check.id, reference)
 
     def tally(trial: Trial) -> None:
@@ -248,18 +271,36 @@ def apply_xfails(outcome: CheckResult, check: Check, xfails: dict[str, str], pat
     return outcome
 
 
-def xfails_for(subject: Subject, config: RunConfig) -> tuple[dict[str, str], Path | None]:
-    """The expected failures of a run and the file they come from."""
-    path = Path(config.xfail_file) if config.xfail_file else default_xfail_file(subject)
-    return (read_xfails(path) if path is not None else {}), path
+def checks_for(subject: Subject | Any) -> tuple[Check, ...]:
+    """All checks that judge ``subject``: the model checks for a model backend."""
+    from .registry import CHECKS, MODEL_CHECKS
+
+    return MODEL_CHECKS if is_model(subject) else CHECKS
 
 
-def run_subject(subject: Subject, config: RunConfig = RunConfig()) -> SuiteResult:
-    """Run the selected checks on an already described backend."""
-    check_profile(config.profile)
+def reference_for(subject: Subject | Any) -> Any:
+    """What the checks compare against: the NumPy reference (array backends) or the
+    NumPy reference model backend."""
+    if is_model(subject):
+        from spikenm.registry import model_backend
+
+        return model_backend("numpy")
     import spikenm.reference as reference
 
-    checks = select_checks(config.clauses)
+    return reference
+
+
+def xfails_for(subject: Subject | Any, config: RunConfig) -> tuple[dict[str, str], Path | None]:
+    """The expected failures of a run and the file they come from."""
+    path = Path(config.xfail_file) if config.xfail_file else default_xfail_file(subject)
+    return (read_xfails(path, checks_for(subject)) if path is not None else {}), path
+
+
+def run_subject(subject: Subject | Any, config: RunConfig = RunConfig()) -> SuiteResult:
+    """Run the selected checks on an already described backend (array or model)."""
+    check_profile(config.profile)
+    reference = reference_for(subject)
+    checks = select_checks(config.clauses, checks_for(subject))
     xfails, path = xfails_for(subject, config)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
@@ -281,4 +322,22 @@ def run_suite(backend: str | Any, config: RunConfig = RunConfig()) -> SuiteResul
         The backend is unknown, cannot be imported, or misses protocol members.
     """
     subject = select(backend) if isinstance(backend, str) or backend is None else describe(backend)
+    return run_subject(subject, config)
+
+
+def run_model_suite(backend: str | Any, config: RunConfig = RunConfig(), device: str = "cpu"
+                    ) -> SuiteResult:
+    """Run the model-backend checks (SPEC S4) on a model backend given by name or import
+    path (created for ``device``; see `spikenm.conformance.model_selection`) or as an
+    object implementing `spikenm.snn.ModelBackend`.
+
+    Raises
+    ------
+    BackendSelectionError
+        The backend is unknown, cannot be imported or created, or misses members.
+    """
+    from .model_selection import describe_model, select_model
+
+    subject = (select_model(backend, device) if isinstance(backend, str) or backend is None
+               else describe_model(backend))
     return run_subject(subject, config)

@@ -1,20 +1,21 @@
 """Choosing the backend under test by name, and what the suite learns about it.
 
-Names: ``numpy`` (alias ``reference``), ``torch``, ``jax``, ``array_api_strict`` (the
-generic array-API backend on array-api-strict arrays), or an import path
+Names come from the one backend registry, `spikenm.registry`: ``numpy`` (alias
+``reference``), ``torch``, ``jax``, ``array_api_strict`` (alias of ``array_api``: the
+generic array-API backend, whose ``from_numpy`` builds array-api-strict arrays), any
+backend registered with `spikenm.registry.register`, or an import path
 ``package.module:OBJECT`` / ``package.module`` of a third-party object implementing
 `spikenm.protocol.Backend` (a module is used as the backend unless it has a
 ``BACKEND`` attribute).  An empty, unknown or unimportable name raises
 `BackendSelectionError`; there is no default backend.
 
-Selecting ``jax`` turns on ``jax_enable_x64`` before the backend is imported: float64
-is part of the contract (SPEC S0.4) and JAX silently computes in float32 without it.
-The note is recorded in the report.
+Selecting a backend registered with the ``jax`` framework turns on ``jax_enable_x64``
+before the backend is imported: float64 is part of the contract (SPEC S0.4) and JAX
+silently computes in float32 without it.  The note is recorded in the report.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import sys
 from dataclasses import dataclass, field
@@ -22,16 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from spikenm import registry
 from spikenm.protocol import missing_members
 
-BUILTIN = {
-    "numpy": "spikenm.reference",
-    "reference": "spikenm.reference",
-    "torch": "spikenm.backends.torch",
-    "jax": "spikenm.backends.jax",
-    "array_api_strict": "spikenm.backends.array_api",
-}
-"""Backend names the suite knows, and the module whose ``BACKEND`` each one selects."""
+from .repro import ARRAY_IMPORTS
 
 GRADIENT_MEMBERS = ("sample_mask_vjp", "relaxed_topn_vjp", "eid_loss_vjp")
 """Protocol members a forward-only backend (``differentiable = False``) need not have."""
@@ -55,6 +50,18 @@ def numpy_dtype(name: str) -> np.dtype:
 
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
+
+
+def framework_version(framework: str) -> str:
+    """Version of the top-level module ``framework``, or ``"unknown"``."""
+    module = sys.modules.get(framework)
+    version = getattr(module, "__version__", None)
+    if version is None:
+        try:
+            version = importlib.metadata.version(framework.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+    return str(version)
 
 
 @dataclass
@@ -112,14 +119,11 @@ class Subject:
     @property
     def framework_version(self) -> str:
         """Version of `framework`, or ``"unknown"``."""
-        module = sys.modules.get(self.framework)
-        version = getattr(module, "__version__", None)
-        if version is None:
-            try:
-                version = importlib.metadata.version(self.framework.replace("_", "-"))
-            except importlib.metadata.PackageNotFoundError:
-                version = "unknown"
-        return str(version)
+        return framework_version(self.framework)
+
+    def snippet_imports(self) -> tuple[str, ...]:
+        """Imports of a reproduction snippet besides NumPy."""
+        return ARRAY_IMPORTS
 
     def backend_expr(self) -> str:
         """Statement that defines ``be`` in a reproduction snippet."""
@@ -138,24 +142,11 @@ def _enable_jax_x64(notes: list[str]) -> None:
         notes.append("jax_enable_x64 is on (float64 is part of SPEC S0.4)")
 
 
-def _import_path(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendSelectionError(
-            f"backend {spec!r}: module {module_name!r} could not be imported ({exc})"
-        ) from exc
-    if not attr:
-        return getattr(module, "BACKEND", module)
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise BackendSelectionError(
-                f"backend {spec!r}: module {module_name!r} has no attribute {attr!r}"
-            )
-        target = getattr(target, part)
-    return target
+def enable_x64_for(spec: str, notes: list[str]) -> None:
+    """Turn on ``jax_enable_x64`` when ``spec`` names a registered JAX backend."""
+    entry = registry.info(spec)
+    if entry is not None and entry.framework == "jax":
+        _enable_jax_x64(notes)
 
 
 def load_backend(spec: str | None, notes: list[str] | None = None) -> Any:
@@ -171,28 +162,24 @@ def load_backend(spec: str | None, notes: list[str] | None = None) -> Any:
         raise BackendSelectionError(
             "no backend selected: pass --backend NAME (python -m spikenm.conformance), "
             "--spikenm-backend NAME (pytest) or set SPIKENM_BACKEND; NAME is one of "
-            f"{', '.join(BUILTIN)} or an import path package.module:OBJECT"
+            f"{', '.join(registry.names())} or an import path package.module:OBJECT (for a "
+            f"model backend: --model-backend NAME)"
         )
     spec = str(spec).strip()
-    if spec in BUILTIN:
-        if spec == "jax":
-            _enable_jax_x64(notes)
-        try:
-            module = importlib.import_module(BUILTIN[spec])
-        except ImportError as exc:
-            raise BackendSelectionError(
-                f"backend {spec!r} ({BUILTIN[spec]}) could not be imported: {exc}"
-            ) from exc
-        backend = getattr(module, "BACKEND", None)
-        if backend is None:
-            raise BackendSelectionError(f"backend {spec!r}: {BUILTIN[spec]} defines no BACKEND")
-    elif "." in spec or ":" in spec:
-        backend = _import_path(spec)
-    else:
+    entry = registry.info(spec)
+    if entry is None and not ("." in spec or ":" in spec):
         raise BackendSelectionError(
-            f"unknown backend {spec!r}; expected one of {', '.join(BUILTIN)} or an import "
-            f"path package.module:OBJECT of an object implementing spikenm.protocol.Backend"
+            f"unknown backend {spec!r}; expected one of {', '.join(registry.names())} or an "
+            f"import path package.module:OBJECT of an object implementing "
+            f"spikenm.protocol.Backend"
         )
+    enable_x64_for(spec, notes)
+    try:
+        backend = registry.array_backend(spec)
+    except ImportError as exc:
+        raise BackendSelectionError(f"backend {spec!r} could not be imported: {exc}") from exc
+    except ValueError as exc:
+        raise BackendSelectionError(str(exc)) from exc
     check_members(backend, spec)
     return backend
 

@@ -140,12 +140,18 @@ def close(
 
 def close_scaled(
     expected: np.ndarray, got: np.ndarray, dtype: str, *, where: np.ndarray | None = None,
+    floor: float = 0.0,
 ) -> str | None:
-    """Gradients (S0.6): both divided by ``max |expected|`` (over the compared entries),
-    then `close` with ``scale = 1``."""
+    """Gradients (S0.6): both divided by ``max |expected|`` (over the compared entries, at
+    least ``floor``), then `close` with ``scale = 1``.
+
+    ``floor`` is the magnitude below which a gradient is rounding-dominated: a model
+    backend's parameter gradient far smaller than the step's largest one (cancellation,
+    e.g. through batch norm over few entries) is compared relative to a fraction of that
+    largest gradient rather than to itself."""
     e = expected.astype(np.float64)
     sel = np.ones(e.shape, bool) if where is None else np.broadcast_to(where, e.shape)
-    top = float(np.max(np.abs(e[sel]), initial=0.0))
+    top = max(float(np.max(np.abs(e[sel]), initial=0.0)), float(floor))
     top = top if top > 0.0 and math.isfinite(top) else 1.0
     problem = close(e / top, got.astype(np.float64) / top, dtype, where=where)
     return None if problem is None else f"after scaling both by max|expected| = {top:.6g}: {problem}"

@@ -46,7 +46,7 @@ class Trial:
         self.be = subject.backend
         self.ref = reference
         self.check_id = check_id
-        self.script = Script(subject.backend_expr())
+        self.script = Script(subject.backend_expr(), subject.snippet_imports())
         self._names: dict[int, str] = {}
         self._alive: list[Any] = []
         self._printable: list[str] = []
@@ -224,10 +224,11 @@ class Trial:
 
     def expect_scaled(
         self, expected: np.ndarray, got: np.ndarray, dtype: str, what: str, *,
-        where: np.ndarray | None = None,
+        where: np.ndarray | None = None, floor: float = 0.0,
     ) -> None:
-        """S0.6 gradient rule: compared after scaling by the largest magnitude."""
-        problem = tolerance.close_scaled(np.asarray(expected), got, dtype, where=where)
+        """S0.6 gradient rule: compared after scaling by the largest magnitude (at least
+        ``floor``, see `spikenm.conformance.tolerance.close_scaled`)."""
+        problem = tolerance.close_scaled(np.asarray(expected), got, dtype, where=where, floor=floor)
         self.expect(problem, what, expected=expected, got=got)
 
     def require(self, condition: bool, message: str) -> None:

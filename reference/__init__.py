@@ -9,6 +9,9 @@ object (``BACKEND``).
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import numpy as np
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
@@ -26,12 +29,19 @@ from .sampler import (
 name = "numpy"
 differentiable = True
 
+
+def owns(x: Any) -> bool:
+    """The registry's type test (`spikenm.registry`): NumPy arrays and scalars, including
+    subclasses of ``np.ndarray``."""
+    return isinstance(x, (np.ndarray, np.generic))
+
+
 __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
-    "block_nnz", "pack", "unpack", "spmm", "name", "BACKEND",
+    "block_nnz", "pack", "unpack", "spmm", "name", "owns", "BACKEND",
 ]
 
 BACKEND = sys.modules[__name__]

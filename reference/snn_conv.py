@@ -1,4 +1,4 @@
-"""Conv and pooling pieces of the reference SNN backend (SPEC S4.2, S4.6), channels-last.
+"""Conv and pooling pieces of the reference model backend (SPEC S4.2, S4.6), channels-last.
 
 A conv layer is a matrix product on im2col columns in *block layout* ``(kh, kw, in)``
 (SPEC S0.2), so the same columns give the current, the weight gradient and the EID credit:
@@ -15,6 +15,9 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+__all__ = ["conv_weight_block", "conv_weight_unblock", "conv_out_size", "im2col", "col2im",
+           "pool_forward", "pool_backward"]
+
 
 def conv_weight_block(weight: np.ndarray) -> np.ndarray:
     """``(out, in, k, k)`` -> ``(out, k*k*in)`` in block layout ``(kh, kw, in)``."""
@@ -26,6 +29,11 @@ def conv_weight_unblock(blocks: np.ndarray, shape: tuple[int, ...]) -> np.ndarra
     """Inverse of `conv_weight_block` for a weight of ``shape`` ``(out, in, k, k)``."""
     o, c, k, _ = shape
     return np.ascontiguousarray(blocks.reshape(o, k, k, c).transpose(0, 3, 1, 2))
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output height (width) of a conv over ``size`` rows (columns)."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 def im2col(x: np.ndarray, kernel: int, stride: int, padding: int
@@ -40,6 +48,10 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int
     """
     n, h, w, c = x.shape
     p = padding
+    if kernel == 1 and p == 0:  # a 1x1 conv reads every stride-th pixel
+        sub = x[:, ::stride, ::stride]
+        ho, wo = sub.shape[1], sub.shape[2]
+        return np.ascontiguousarray(sub).reshape(n * ho * wo, c), (ho, wo)
     xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
     win = sliding_window_view(xp, (kernel, kernel), axis=(1, 2))  # (N, H', W', C, k, k)
     win = win[:, ::stride, ::stride]
@@ -68,8 +80,12 @@ def col2im(cols: np.ndarray, in_shape: tuple[int, ...], kernel: int, stride: int
     (a Numba loop over the columns in their memory order)."""
     n, h, w, c = in_shape
     p = padding
-    ho = (h + 2 * p - kernel) // stride + 1
-    wo = (w + 2 * p - kernel) // stride + 1
+    ho = conv_out_size(h, kernel, stride, p)
+    wo = conv_out_size(w, kernel, stride, p)
+    if kernel == 1 and p == 0:
+        out = np.zeros((n, h, w, c), cols.dtype)
+        out[:, ::stride, ::stride] = cols.reshape(n, ho, wo, c)
+        return out
     g = np.ascontiguousarray(cols).reshape(n, ho, wo, kernel, kernel, c)
     out = np.zeros((n, h + 2 * p, w + 2 * p, c), cols.dtype)
     _col2im_kernel(g, out, kernel, stride)
@@ -77,12 +93,27 @@ def col2im(cols: np.ndarray, in_shape: tuple[int, ...], kernel: int, stride: int
 
 
 def pool_forward(x: np.ndarray, q: int) -> np.ndarray:
-    """``q x q`` average pooling (stride ``q``) of ``(..., H, W, C)``; H, W multiples of q."""
-    *lead, h, w, c = x.shape
-    return x.reshape(*lead, h // q, q, w // q, q, c).mean(axis=(-4, -2))
+    """Average pooling of channels-last ``(N, H, W, C)`` (S4.6): ``q x q`` windows with
+    stride ``q`` (H, W multiples of ``q``), or over the whole map for ``q = 0``.
+
+    Examples
+    --------
+    >>> pool_forward(np.arange(16.0).reshape(1, 4, 4, 1), 2)[0, :, :, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    >>> pool_forward(np.arange(16.0).reshape(1, 4, 4, 1), 0).shape
+    (1, 1, 1, 1)
+    """
+    n, h, w, c = x.shape
+    if q == 0:
+        return x.mean(axis=(1, 2), keepdims=True)
+    return x.reshape(n, h // q, q, w // q, q, c).mean(axis=(2, 4))
 
 
-def pool_backward(g: np.ndarray, q: int) -> np.ndarray:
-    """Gradient of `pool_forward`: each pooled gradient spread as ``1/q^2`` on its window."""
-    spread = np.repeat(np.repeat(g, q, axis=-3), q, axis=-2)
+def pool_backward(g: np.ndarray, q: int, in_shape: tuple[int, ...]) -> np.ndarray:
+    """Gradient of `pool_forward` for an input of ``in_shape``: each pooled gradient
+    spread as ``1/q^2`` on its window (``1/(H W)`` on the whole map for ``q = 0``)."""
+    n, h, w, c = in_shape
+    if q == 0:
+        return np.broadcast_to(g / g.dtype.type(h * w), in_shape).copy()
+    spread = np.repeat(np.repeat(g, q, axis=1), q, axis=2)
     return spread / g.dtype.type(q * q)

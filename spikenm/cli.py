@@ -10,13 +10,18 @@ from typing import Any
 
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     # flag dest: (config key, help)
-    "method": ("sparsity.method", "dense, spikenm, srste, asp, maskllm or random"),
+    "method": ("sparsity.method", "dense, spikenm, srste, asp, maskllm, random, or an import "
+                                  "path package.module:METHOD"),
     "pattern": ("sparsity.pattern", "N:M pattern, e.g. 2:4, 1:4, 2:8"),
-    "backend": ("run.backend", "numpy (reference, default), torch or jax"),
+    "backend": ("run.backend", "numpy (reference, default), torch, jax, or an import path "
+                               "package.module:FACTORY"),
+    "device": ("run.device", "cpu (default), cuda, cuda:1, or a JAX device such as gpu:0"),
     "data": ("data.name", "digits, mnist5k (shipped), mnist, fashion_mnist, cifar10, cifar100"),
     "data_root": ("data.root", "folder of a local dataset (nothing is downloaded)"),
     "encoding": ("data.encoding", "direct (default) or poisson"),
-    "arch": ("model.arch", "mlp or conv"),
+    "arch": ("model.arch", "one of spikenm.snn.ARCHS: mlp, conv, vgg11, resnet19"),
+    "width_multiplier": ("model.width_multiplier", "scale of every width and channel count, "
+                                                   "e.g. 0.125 (default 1)"),
     "hidden": ("model.hidden", "hidden Linear widths, e.g. 256,256"),
     "time_steps": ("lif.time_steps", "number of time steps T"),
     "epochs": ("optim.epochs", "training epochs (the whole budget)"),
@@ -29,18 +34,29 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
 
 
 def _limit_blas_threads(threads: int) -> None:
-    """Small matrix products are fastest on one BLAS thread; must run before NumPy loads
-    its BLAS (else threadpoolctl is used when installed)."""
+    """Small matrix products are fastest on one BLAS thread.  Sets NumPy's OpenBLAS only
+    (``OPENBLAS_NUM_THREADS``, before NumPy loads its BLAS; else threadpoolctl when
+    installed), so PyTorch keeps its own thread count (see ``--torch-threads``)."""
     value = str(threads)
     if "numpy" not in sys.modules:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, value)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", value)
         return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
     threadpool_limits(threads, user_api="blas")
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when asked (torch is imported only then)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--torch-threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _add_train_parser(sub: Any) -> None:
@@ -55,7 +71,10 @@ def _add_train_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any other configuration key (repeatable)")
-    p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="NumPy BLAS threads (default 1)")
+    p.add_argument("--torch-threads", type=int,
+                   help="PyTorch intra-op threads (default: PyTorch's own choice)")
 
 
 def _add_reproduce_parser(sub: Any) -> None:
@@ -72,7 +91,10 @@ def _add_reproduce_parser(sub: Any) -> None:
                                      "dense,spikenm,spikenm-noeid,srste,asp,maskllm,random")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="configuration override for every run (repeatable)")
-    p.add_argument("--blas-threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="NumPy BLAS threads (default 1)")
+    p.add_argument("--torch-threads", type=int,
+                   help="PyTorch intra-op threads (default: PyTorch's own choice)")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -88,8 +110,9 @@ def _train(args: argparse.Namespace) -> int:
     overrides += args.set
     try:
         cfg = load_config(args.config, overrides)
+        _set_torch_threads(args.torch_threads)
         train(cfg, resume=args.resume)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"spikenm train: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -122,7 +145,8 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         load_config(None, list(grid.overrides) + list(overrides))
         for p in grid.patterns:
             config_from_dict({"sparsity": {"pattern": p}})
-    except ConfigError as exc:
+        _set_torch_threads(args.torch_threads)
+    except (ConfigError, ValueError) as exc:
         print(f"spikenm reproduce: {exc}", file=sys.stderr)
         return 2
     print(f"spikenm reproduce ({grid.name}): data {grid.data}, backend {args.backend}, "

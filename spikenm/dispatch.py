@@ -1,46 +1,43 @@
 """Choose a backend from the caller's array types, importing no framework the caller lacks.
 
-The framework of an array is read from the module of its type (``numpy``, ``torch``,
-``jax``/``jaxlib``); any other object with ``__array_namespace__`` goes to the generic
-array-API backend.  Mixing frameworks in one call is a ``TypeError``.
+The owner of an array is found by `spikenm.registry.owner_of`: each backend's own
+``owns(x)`` (an ``isinstance`` test, so subclasses such as ``torch.nn.Parameter`` and
+JAX tracers count), asked only when the backend's framework is already imported.  Any
+other object with ``__array_namespace__`` goes to the generic array-API backend.  A NumPy
+masked array is refused (its mask would be ignored), and mixing frameworks in one call
+is a ``TypeError`` (SPEC S0.5).
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import Any
 
+from . import registry
 from .protocol import Backend
-
-_MODULES = {
-    "numpy": "spikenm.reference",
-    "torch": "spikenm.backends.torch",
-    "jax": "spikenm.backends.jax",
-    "array_api": "spikenm.backends.array_api",
-}
-
-_FRAMEWORK_ROOTS = {"numpy": "numpy", "torch": "torch", "jax": "jax", "jaxlib": "jax"}
 
 
 def framework_of(x: Any, argname: str = "array") -> str:
-    """Name of the framework that owns ``x``: 'numpy', 'torch', 'jax' or 'array_api'.
+    """Registry name of the backend that owns ``x``: ``'numpy'``, ``'torch'``, ``'jax'``,
+    ``'array_api'`` or a registered third party's name.
 
     Raises
     ------
     TypeError
-        When ``x`` is not an array of a known framework (e.g. a list or a float).
+        When ``x`` is a NumPy masked array, or not an array of a known framework (e.g. a
+        list or a float).
+    ImportError
+        When the backend that must be asked about ``x`` cannot be imported.
     """
-    root = type(x).__module__.split(".", 1)[0]
-    if root == "numpy" and type(x).__name__ == "MaskedArray":
+    ma = sys.modules.get("numpy.ma")
+    if ma is not None and isinstance(x, ma.MaskedArray):
         raise TypeError(
             f"{argname} is a NumPy masked array, which is not supported; "
             f"pass {argname}.filled(value) or a plain array"
         )
-    kind = _FRAMEWORK_ROOTS.get(root)
-    if kind is not None:
-        return kind
-    if hasattr(x, "__array_namespace__"):
-        return "array_api"
+    owner = registry.owner_of(x)
+    if owner is not None:
+        return owner
     raise TypeError(
         f"{argname} must be an array (NumPy, PyTorch, JAX or an array-API array); "
         f"got {type(x).__module__}.{type(x).__qualname__}"
@@ -48,22 +45,14 @@ def framework_of(x: Any, argname: str = "array") -> str:
 
 
 def backend_named(kind: str) -> Backend:
-    """The backend object for a framework name from ``framework_of``."""
-    module_name = _MODULES[kind]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"the spikenm backend for {kind} arrays could not be imported ({exc}); "
-            f"install the extra: pip install 'spikenm[{kind.replace('_', '-')}]'"
-        ) from exc
-    backend = getattr(module, "BACKEND", None)
-    if backend is None:
-        raise NotImplementedError(
-            f"the spikenm backend for {kind} arrays is not implemented yet "
-            f"({module_name} has no BACKEND); use NumPy arrays"
-        )
-    return backend
+    """The backend object for a name from ``framework_of`` (any registered name).
+
+    Raises
+    ------
+    ImportError
+        When the backend cannot be imported (the message names the extra to install).
+    """
+    return registry.array_backend(kind)
 
 
 def backend_for(**arrays: Any) -> Backend:

@@ -1,21 +1,35 @@
-"""The trainer's spiking networks (SPEC S4) to and from NIR, the Neuromorphic Intermediate
-Representation (the ``nir`` package, an optional extra: ``pip install 'spikenm[nir]'``).
+"""Spiking networks (SPEC S4, `spikenm.snn.Graph`) to and from NIR, the Neuromorphic
+Intermediate Representation (the ``nir`` package, an optional extra:
+``pip install 'spikenm[nir]'``).
 
 Graph
 -----
-`to_nir` writes an `Arch` as a chain of NIR nodes::
+`to_nir` writes a `Graph` with its parameters node by node (S4.12)::
 
-    input -> [flatten] -> layer0 -> lif0 -> [pool0] -> ... -> flatten -> layerK -> lifK
-          -> ... -> layerL -> output
+    input -> [flatten0] -> layer0 -> lif0 -> [pool0] -> ... -> layerL -> output
 
-``layer<i>`` is ``nir.Affine(W, b)`` for a linear layer and ``nir.Conv2d`` (stride ``s``,
-padding ``p``, dilation 1, groups 1, bias ``b``) for a conv layer, with the weights as they
-are: dense arrays whose zeros are the only trace of an N:M pattern.  ``lif<i>`` is the
-LIF of S4.3 (below), ``pool<i>`` ``nir.AvgPool2d`` (``q x q``, stride ``q``, no padding,
-S4.6), ``flatten`` a ``nir.Flatten`` of the whole ``(C, H, W)`` map (S4.2: Linear after
-conv sees ``(C, H, W)`` order; an MLP on images flattens its input).  The readout layer
-``layer<L>`` feeds ``output`` directly: it is non-spiking, and the network's logits are
-the mean of its output over the ``T`` steps (S4.8).
+* ``layer{k}`` (a ``linear``/``conv`` node, ordinal ``k``): ``nir.Affine(W, b)``, or
+  ``nir.Linear(W)`` for a linear layer without bias; ``nir.Conv2d`` (stride ``s``,
+  padding ``p``, dilation 1, groups 1, bias ``b``; a conv without bias is written with a
+  zero bias and the node metadata ``spikenm.bias = False``).  The weights are written as
+  they are: dense arrays whose zeros are the only trace of an N:M pattern.
+* ``lif{i}``: the LIF of S4.3 (below), with parameter arrays of the node's shape.
+* ``pool{j}``: ``nir.AvgPool2d`` (``q x q``, stride ``q``, no padding, S4.6); a global
+  pool (window 0) is the window of the whole map, listed in the graph metadata
+  ``spikenm.global_pools``.
+* ``flatten{j}``: ``nir.Flatten`` of the whole ``(C, H, W)`` map (``start_dim`` 0).
+* ``bn`` nodes are first folded into the layer that feeds them with the running
+  statistics (`spikenm.snn.fold_batch_norm`, S4.13), so `to_nir` needs the buffers.
+* ``add`` (a residual join, S4.14) has no node of its own: NIR sums the signals of all
+  edges that enter one node (as nirtorch's executor does), so each input of the ``add``
+  gets an edge into each node that reads it.  An ``add`` whose inputs repeat a source
+  (``add(a, a)``, or a nested ``add`` reaching ``a`` twice) would need a duplicate edge,
+  which NIR does not allow: `to_nir` refuses it, naming the node.
+
+The readout ``layer{L}`` feeds ``output`` directly: it is non-spiking, and the network's
+logits are the mean of its output over the ``T`` steps (S4.8).  Edges are written in node
+order, so `from_nir` rebuilds the same node order (also after `nir.write`/`nir.read`,
+which keep the edge list but not the order of the nodes).
 
 LIF mapping
 -----------
@@ -45,15 +59,19 @@ Assumptions, where the two descriptions differ:
 * S4.3's soft reset (``V_t = H_t - theta S_t``) has no NIR LIF form: `to_nir` refuses it.
 * Time steps ``T``, the surrogate slope ``alpha`` and ``detach_reset`` are not NIR
   quantities (the last two only shape gradients): `to_nir` keeps them, with ``dt``, ``beta``
-  and the readout rule, in the graph's ``metadata`` (keys ``spikenm.*``).
+  and the readout rule, in the graph's ``metadata`` (keys ``spikenm.*``).  Metadata only
+  chooses between equivalent readings (``dt``, ``T``, global pooling, a zero conv bias);
+  the graph runs without it.
 
 Import
 ------
-`from_nir` reads such a chain back (``nir.Linear`` counts as ``Affine`` with zero bias,
-``nir.IF`` as ``beta = 1``), checks that every neuron has the same uniform parameters
-(one `LIFConfig` per network), ``v_leak = 0`` and ``v_reset = 0``, and re-derives the N:M
-pattern of the masked layers from the zeros of their weights: each one is checked with
-`spikenm.api.check_nm` in block layout (S0.2), so a weight that is not ``n:m`` is a
+`from_nir` reads such a graph back: nodes in an order consistent with the edges (the
+order of their first incoming edge), a node with several incoming edges read as an
+``add`` of them followed by the node, ``nir.Linear`` as a linear layer without bias,
+``nir.IF`` as ``beta = 1``.  It checks that every neuron has the same uniform parameters
+(one `LIFParams` per network), ``v_leak = 0`` and ``v_reset = 0``, and re-derives the
+N:M pattern of the masked layers from the zeros of their weights: each one is checked
+with `spikenm.api.check_nm` in block layout (S0.2), so a weight that is not ``n:m`` is a
 ``ValueError`` naming the node and the block.
 """
 
@@ -61,15 +79,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .api import check_nm, to_block_layout
 from .dispatch import backend_for
-from .train.config import LIFConfig
-from .train.model_backend import Arch, LayerParams, LayerSpec
+from .snn.graph import WEIGHTED, Graph, Node, fold_batch_norm, output_shape
+from .snn.neuron import LIFParams
 
 if TYPE_CHECKING:  # pragma: no cover
     import nir
@@ -77,10 +95,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["to_nir", "from_nir", "nm_masks", "lif_to_nir_params", "FORMAT", "VERSION"]
 
 FORMAT = "spikenm.snn"
-VERSION = 1
+VERSION = 2
+"""Version 2: graphs of `spikenm.snn.Graph` (version 1, chains of layers, still reads)."""
 READOUT = "mean over the T time steps of the output node"
 _REL = 1e-9
 """Relative tolerance for parameters that went through ``tau = dt / (1 - beta)``."""
+_NEURON_FIELDS = ("tau", "r", "v_leak", "v_threshold", "v_reset")
 
 
 def _nir() -> Any:
@@ -130,157 +150,246 @@ def _positive_float(name: str, value: Any) -> float:
     return number
 
 
-def _check_params(arch: Arch, params: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
-    if len(params) != len(arch.layers):
-        raise ValueError(f"arch has {len(arch.layers)} layers but params has {len(params)} "
-                         f"entries")
-    out = []
-    for i, (spec, p) in enumerate(zip(arch.layers, params)):
-        w, b = _host(f"params[{i}].weight", p[0]), _host(f"params[{i}].bias", p[1])
-        if w.shape != spec.weight_shape() or b.shape != (spec.out_features,):
-            raise ValueError(
-                f"layer {i} ({spec.kind}) has weight {w.shape} and bias {b.shape}; expected "
-                f"{spec.weight_shape()} and ({spec.out_features},)"
-            )
-        out.append((w, b))
+def _host_table(kind: str, given: Mapping[str, Any], want: dict[str, tuple[int, ...]]
+                ) -> dict[str, np.ndarray]:
+    """NumPy copies of ``given`` after checking its keys and shapes against ``want``."""
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{kind}s must be a mapping key -> array (Graph.param_shapes keys), "
+                        f"got {type(given).__name__}")
+    missing = sorted(set(want) - set(given))
+    extra = sorted(set(given) - set(want))
+    if missing or extra:
+        raise ValueError(f"{kind}s do not match the graph: missing {missing}, unexpected "
+                         f"{extra}")
+    out = {}
+    for key, shape in want.items():
+        a = _host(f"{kind}s[{key!r}]", given[key])
+        if a.shape != shape:
+            raise ValueError(f"{kind} {key} has shape {a.shape}; expected {shape}")
+        out[key] = a
     return out
 
 
-def to_nir(arch: Arch, params: Sequence[LayerParams], lif: LIFConfig, *, dt: float = 1.0
-           ) -> nir.NIRGraph:
-    """The network ``(arch, params, lif)`` of S4 as a type-checked ``nir.NIRGraph``.
+def _check_graph(graph: Any) -> Graph:
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a spikenm.snn.Graph, got {type(graph).__name__}")
+    return graph
+
+
+def _check_lif(lif: Any) -> LIFParams:
+    if not isinstance(lif, LIFParams):
+        raise TypeError(f"lif must be a spikenm.snn.LIFParams, got {type(lif).__name__}")
+    return lif
+
+
+def _names(graph: Graph) -> list[str]:
+    """NIR node name of every graph node (``""`` for ``add``, which has none)."""
+    counts: dict[str, int] = {}
+    out = []
+    for i, node in enumerate(graph.nodes):
+        if node.op in WEIGHTED or node.op == "lif":
+            out.append(graph.name_of(i))
+        elif node.op == "add":
+            out.append("")
+        else:
+            j = counts.get(node.op, 0)
+            counts[node.op] = j + 1
+            out.append(f"{node.op}{j}")
+    return out
+
+
+def _sources(graph: Graph, names: list[str], index: int) -> list[str]:
+    """NIR nodes whose summed signals are the value of graph node ``index``."""
+    if index < 0:
+        return ["input"]
+    node = graph.nodes[index]
+    if node.op != "add":
+        return [names[index]]
+    out: list[str] = []
+    for j in node.inputs:
+        out += _sources(graph, names, j)
+    if len(set(out)) != len(out):
+        raise ValueError(
+            f"{graph.name_of(index)} (node {index}) sums {out}, a source more than once; "
+            f"NIR sums the edges into a node and has no duplicate edges, so this add cannot "
+            f"be written")
+    return out
+
+
+def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
+           buffers: Mapping[str, Any] | None = None, dt: float = 1.0) -> nir.NIRGraph:
+    """The network ``(graph, params, lif)`` of S4 as a type-checked ``nir.NIRGraph``.
 
     Parameters
     ----------
-    arch : Arch
-        Linear and conv layers (conv layers need ``(C, H, W)`` inputs).
-    params : sequence of LayerParams
-        ``(weight, bias)`` per layer, float32 or float64 arrays of any framework; the
-        trained weights (``W * mask``), written densely.
-    lif : LIFConfig
+    graph : spikenm.snn.Graph
+    params : mapping
+        `Graph.param_shapes` keys -> float32/float64 arrays of any framework; the trained
+        weights (``W * mask``), written densely.
+    lif : spikenm.snn.LIFParams
         Hard reset only (a soft reset has no NIR form).
+    buffers : mapping, optional
+        `Graph.buffer_shapes` keys -> running statistics; required when the graph has
+        ``bn`` nodes, which are folded into the layers before them (S4.13).
     dt : float
         Time step of the Euler discretization (module docstring); 1 by default.
 
     Raises
     ------
     ValueError
-        Soft reset; params that do not fit ``arch``; a pooling window that does not
-        divide the feature map.
+        Soft reset; params or buffers that do not fit the graph; a ``bn`` that cannot be
+        folded; an ``add`` that would need a duplicate edge.
+    TypeError
+        A graph, LIF parameters or arrays of the wrong type or dtype.
 
     Examples
     --------
     >>> import numpy as np
-    >>> arch = Arch((4,), (LayerSpec("linear", 4, 8), LayerSpec("linear", 8, 2)))
-    >>> params = [LayerParams(np.ones((8, 4)), np.zeros(8)),
-    ...           LayerParams(np.ones((2, 8)), np.zeros(2))]
-    >>> g = to_nir(arch, params, LIFConfig())
-    >>> sorted(g.nodes), g.edges
+    >>> g = Graph((4,), (Node("linear", (-1,), 4, 8), Node("lif", (0,)),
+    ...                  Node("linear", (1,), 8, 2)))
+    >>> params = {"layer0.weight": np.ones((8, 4)), "layer0.bias": np.zeros(8),
+    ...           "layer1.weight": np.ones((2, 8)), "layer1.bias": np.zeros(2)}
+    >>> ng = to_nir(g, params, LIFParams())
+    >>> sorted(ng.nodes), ng.edges
     (['input', 'layer0', 'layer1', 'lif0', 'output'], [('input', 'layer0'), ('layer0', 'lif0'), ('lif0', 'layer1'), ('layer1', 'output')])
-    >>> float(g.nodes["lif0"].tau[0]), float(g.nodes["lif0"].r[0])
+    >>> float(ng.nodes["lif0"].tau[0]), float(ng.nodes["lif0"].r[0])
     (2.0, 2.0)
     """
     nir = _nir()
+    graph = _check_graph(graph)
+    lif = _check_lif(lif)
     dt = _positive_float("dt", dt)
-    if not isinstance(lif, LIFConfig):
-        raise TypeError(f"lif must be a LIFConfig, got {type(lif).__name__}")
     if lif.reset != "hard":
         raise ValueError(
             f"lif.reset={lif.reset!r}: NIR's LIF resets to v_reset (a hard reset); the soft "
             f"reset V = H - theta S has no NIR form"
         )
-    arrays = _check_params(arch, params)
+    arrays = _host_table("parameter", params, graph.param_shapes())
+    if graph.norms:
+        if buffers is None:
+            raise ValueError(
+                f"the graph has batch norm nodes ({', '.join(graph.name_of(i) for i in graph.norms)}); "
+                f"pass buffers= (their running statistics) to fold them into the layers "
+                f"before them (S4.13)")
+        stats = _host_table("buffer", buffers, graph.buffer_shapes())
+        graph, arrays = fold_batch_norm(graph, arrays, stats)
+    names = _names(graph)
     neuron = lif_to_nir_params(lif.beta, lif.theta, dt)
-    shape: tuple[int, ...] = tuple(int(s) for s in arch.input_shape)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(shape)})}
-    chain = ["input"]
-
-    def add(name: str, node: Any) -> None:
-        nodes[name] = node
-        chain.append(name)
-
-    last = len(arch.layers) - 1
-    for i, (spec, (w, b)) in enumerate(zip(arch.layers, arrays)):
-        if spec.kind == "linear":
-            if len(shape) != 1:
-                add("flatten" if "flatten" not in nodes else f"flatten{i}",
-                    nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
-                shape = (int(np.prod(shape)),)
-            if shape[0] != spec.in_features:
-                raise ValueError(f"layer {i} (linear) expects {spec.in_features} inputs, the "
-                                 f"layer before gives {shape[0]}")
-            add(f"layer{i}", nir.Affine(weight=w, bias=b))
-            shape = (spec.out_features,)
-        else:
-            if len(shape) != 3 or shape[0] != spec.in_features:
-                raise ValueError(f"layer {i} (conv) expects ({spec.in_features}, H, W) inputs, "
-                                 f"the layer before gives {shape}")
-            k, s, p = spec.kernel, spec.stride, spec.padding
-            add(f"layer{i}", nir.Conv2d(input_shape=shape[1:], weight=w, stride=s, padding=p,
-                                        dilation=1, groups=1, bias=b))
-            h, wd = ((n + 2 * p - k) // s + 1 for n in shape[1:])
-            shape = (spec.out_features, h, wd)
-        if i == last:
-            break
-        filled = {key: np.full(shape, value, dtype=np.float64) for key, value in neuron.items()}
-        if lif.beta >= 1.0:
-            add(f"lif{i}", nir.IF(r=filled["r"], v_threshold=filled["v_threshold"],
-                                  v_reset=filled["v_reset"]))
-        else:
-            add(f"lif{i}", nir.LIF(**filled))
-        if spec.kind == "conv" and spec.pool > 1:
-            q = spec.pool
-            channels, height, width = tuple(shape)
-            if height % q or width % q:
-                raise ValueError(f"layer {i} pools {q}x{q} a {height}x{width} map; "
-                                 f"expected sizes divisible by {q}")
-            add(f"pool{i}", nir.AvgPool2d(kernel_size=np.array([q, q]), stride=np.array([q, q]),
-                                          padding=np.array([0, 0])))
-            shape = (channels, height // q, width // q)
-    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
-    chain.append("output")
-    metadata = {
+    nodes: dict[str, Any] = {
+        "input": nir.Input(input_type={"input": np.array(graph.input_shape)})}
+    edges: list[tuple[str, str]] = []
+    global_pools: list[str] = []
+    for i, node in enumerate(graph.nodes):
+        if node.op == "add":
+            _sources(graph, names, i)                # refuses duplicate sources now
+            continue
+        name = names[i]
+        src = node.inputs[0]
+        in_shape = graph.input_shape if src < 0 else graph.shapes[src]
+        shape = graph.shapes[i]
+        if node.op in WEIGHTED:
+            k = graph.layers.index(i)
+            w = arrays[f"layer{k}.weight"]
+            b = arrays.get(f"layer{k}.bias")
+            if node.op == "linear":
+                nodes[name] = (nir.Affine(weight=w, bias=b) if b is not None
+                               else nir.Linear(weight=w))
+            else:
+                meta = {} if b is not None else {"spikenm.bias": False}
+                nodes[name] = nir.Conv2d(
+                    input_shape=in_shape[1:], weight=w, stride=node.stride,
+                    padding=node.padding, dilation=1, groups=1,
+                    bias=b if b is not None else np.zeros(node.out_features, w.dtype),
+                    metadata=meta)
+        elif node.op == "lif":
+            filled = {key: np.full(shape, value, dtype=np.float64)
+                      for key, value in neuron.items()}
+            if lif.beta >= 1.0:
+                nodes[name] = nir.IF(r=filled["r"], v_threshold=filled["v_threshold"],
+                                     v_reset=filled["v_reset"])
+            else:
+                nodes[name] = nir.LIF(**filled)
+        elif node.op == "pool":
+            q = (in_shape[1], in_shape[2]) if node.window == 0 else (node.window,) * 2
+            if node.window == 0:
+                global_pools.append(name)
+            nodes[name] = nir.AvgPool2d(kernel_size=np.array(q), stride=np.array(q),
+                                        padding=np.array([0, 0]))
+        elif node.op == "flatten":
+            nodes[name] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0,
+                                      end_dim=-1)
+        else:  # pragma: no cover - fold_batch_norm leaves no bn, Graph allows no other op
+            raise AssertionError(node.op)
+        edges += [(s, name) for s in _sources(graph, names, src)]
+    nodes["output"] = nir.Output(output_type={"output": np.array(graph.shapes[-1])})
+    edges.append((names[-1], "output"))
+    metadata: dict[str, Any] = {
         "spikenm.format": FORMAT, "spikenm.version": VERSION, "spikenm.dt": dt,
         "spikenm.beta": float(lif.beta), "spikenm.theta": float(lif.theta),
         "spikenm.time_steps": int(lif.time_steps), "spikenm.alpha": float(lif.alpha),
         "spikenm.detach_reset": bool(lif.detach_reset), "spikenm.readout": READOUT,
     }
-    edges = list(zip(chain[:-1], chain[1:]))
+    if global_pools:
+        metadata["spikenm.global_pools"] = ",".join(global_pools)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
 # -- import -------------------------------------------------------------------------------
 
-def _chain(graph: Any) -> list[str]:
-    """Node names from the single Input to the single Output; ``ValueError`` otherwise."""
+def _order(graph: Any) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """Node names from the single Input to the single Output in an order consistent with
+    the edges (ties: the node whose first incoming edge comes first), with predecessors
+    and successors in edge order; ``ValueError`` for anything else."""
     nir = _nir()
     inputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
     outputs = [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"the graph has inputs {inputs} and outputs {outputs}; expected "
-                         f"exactly one of each (a feed-forward chain)")
-    succ: dict[str, list[str]] = {}
-    pred: dict[str, list[str]] = {}
-    for a, b in graph.edges:
-        succ.setdefault(str(a), []).append(str(b))
-        pred.setdefault(str(b), []).append(str(a))
-    order = [inputs[0]]
-    while order[-1] != outputs[0]:
-        here = order[-1]
-        nxt = succ.get(here, [])
-        if len(nxt) != 1 or len(pred.get(nxt[0], [])) != 1:
-            raise ValueError(
-                f"node {here!r} has successors {nxt}; expected a chain (one successor, "
-                f"which has one predecessor) from {inputs[0]!r} to {outputs[0]!r}"
-            )
-        if nxt[0] in order:
-            raise ValueError(f"the graph has a cycle through {nxt[0]!r}")
-        order.append(nxt[0])
-    unused = sorted(set(graph.nodes) - set(order))
+                         f"exactly one of each")
+    succ: dict[str, list[str]] = {str(k): [] for k in graph.nodes}
+    pred: dict[str, list[str]] = {str(k): [] for k in graph.nodes}
+    first: dict[str, int] = {}
+    for index, (a, b) in enumerate(graph.edges):
+        a, b = str(a), str(b)
+        if a not in succ or b not in succ:
+            raise ValueError(f"edge ({a!r}, {b!r}) names a node the graph does not have")
+        succ[a].append(b)
+        pred[b].append(a)
+        first.setdefault(b, index)
+    start, end = inputs[0], outputs[0]
+    if pred[start]:
+        raise ValueError(f"the input node {start!r} has incoming edges from {pred[start]}")
+    reach = {start}
+    stack = [start]
+    while stack:
+        for b in succ[stack.pop()]:
+            if b not in reach:
+                reach.add(b)
+                stack.append(b)
+    unused = sorted(set(succ) - reach)
     if unused:
-        raise ValueError(f"nodes {unused} are not on the chain from {inputs[0]!r} to "
-                         f"{outputs[0]!r}")
-    return order
+        raise ValueError(f"nodes {unused} are not reached from the input node {start!r}")
+    waiting = {k: len(v) for k, v in pred.items()}
+    ready = [start]
+    order: list[str] = []
+    while ready:
+        ready.sort(key=lambda k: first.get(k, -1))
+        here = ready.pop(0)
+        order.append(here)
+        for b in succ[here]:
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                ready.append(b)
+    if len(order) != len(succ):
+        stuck = sorted(k for k in succ if k not in order)
+        raise ValueError(f"the graph has a cycle through {stuck}; spikenm networks are "
+                         f"feed-forward (the recurrence is in the LIF state only)")
+    dead = sorted(k for k in order if k != end and not succ[k])
+    if dead:
+        raise ValueError(f"nodes {dead} do not lead to the output node {end!r}")
+    if order[-1] != end:  # pragma: no cover - every other node leads to the output
+        raise AssertionError(order)
+    return order, pred, succ
 
 
 def _uniform(node_name: str, node: Any, field: str) -> float:
@@ -291,7 +400,7 @@ def _uniform(node_name: str, node: Any, field: str) -> float:
     if not np.all(values == first):
         raise ValueError(f"node {node_name!r} has different {field} values per neuron "
                          f"({np.unique(values)[:4].tolist()}...); expected one value (a "
-                         f"spikenm network has one LIFConfig)")
+                         f"spikenm network has one LIFParams)")
     return first
 
 
@@ -324,41 +433,62 @@ def _neuron(name: str, node: Any, dt: float) -> tuple[float, float, float]:
     return beta, theta, r * dt / tau
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        value = value.item()
+        return value.decode() if isinstance(value, bytes) else value
+    return value
+
+
 def _graph_metadata(graph: Any) -> dict[str, Any]:
     meta = getattr(graph, "metadata", None) or {}
-    out = {}
-    for key, value in meta.items():
-        key = key.decode() if isinstance(key, bytes) else str(key)
-        if isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, np.ndarray) and value.shape == ():
-            value = value.item()
-        elif isinstance(value, np.generic):
-            value = value.item()
-        out[key] = value
-    return out
+    return {(k.decode() if isinstance(k, bytes) else str(k)): _plain(v)
+            for k, v in meta.items()}
 
 
-def _pair(name: str, node: Any, field: str) -> int:
+def _pair(name: str, node: Any, field: str) -> tuple[int, int]:
     values = np.atleast_1d(np.asarray(getattr(node, field)))
-    if values.size not in (1, 2) or values.dtype.kind not in "iu" or len(set(values.tolist())) != 1:
-        raise ValueError(f"node {name!r} has {field} {values.tolist()}; expected one integer "
-                         f"for both spatial axes")
-    return int(values.flat[0])
+    if values.size not in (1, 2) or values.dtype.kind not in "iu":
+        raise ValueError(f"node {name!r} has {field} {values.tolist()}; expected one or two "
+                         f"integers")
+    return (int(values.flat[0]), int(values.flat[-1]))
 
 
-def nm_masks(arch: Arch, params: Sequence[Any], n: int, m: int,
+def _square(name: str, node: Any, field: str) -> int:
+    a, b = _pair(name, node, field)
+    if a != b:
+        raise ValueError(f"node {name!r} has {field} {[a, b]}; expected one integer for both "
+                         f"spatial axes")
+    return a
+
+
+def _check_masked(graph: Graph, masked: Iterable[int] | None) -> tuple[int, ...]:
+    last = len(graph.layers) - 1
+    layers = tuple(range(1, last)) if masked is None else tuple(int(k) for k in masked)
+    for k in layers:
+        if not 0 <= k <= last:
+            raise ValueError(f"masked layer {k} is out of range for {last + 1} layers")
+    return layers
+
+
+def nm_masks(graph: Graph, params: Mapping[str, Any], n: int, m: int,
              masked: Iterable[int] | None = None, *, names: Sequence[str] | None = None
              ) -> dict[int, np.ndarray]:
     """Re-derive the ``n:m`` masks of dense weights from their zeros, and validate them.
 
-    For each masked layer the mask is ``W != 0`` (as 0/1 in the weight's dtype, weight
-    layout); `spikenm.api.check_nm` checks it in block layout (S0.2).
+    For each masked layer ``k`` the mask is ``W != 0`` (0/1 in the weight's dtype,
+    framework layout); `spikenm.api.check_nm` checks it in block layout (S0.2).
 
     Parameters
     ----------
+    graph : spikenm.snn.Graph
+    params : mapping
+        `Graph.param_shapes` keys -> arrays of any framework.
     masked : iterable of int, optional
-        Layers that must be ``n:m``; default every layer but the first and the last (S5.1).
+        Layer ordinals that must be ``n:m``; default every layer but the first and the
+        last (S5.1).
     names : sequence of str, optional
         Names of the layers for error messages (e.g. NIR node names).
 
@@ -366,50 +496,187 @@ def nm_masks(arch: Arch, params: Sequence[Any], n: int, m: int,
     ------
     ValueError
         A masked layer whose input size is not a multiple of ``m``, whose weight has a
-        block with more than ``n`` non-zeros, or an index out of range.
+        block with more than ``n`` non-zeros, or an ordinal out of range.
 
     Examples
     --------
     >>> import numpy as np
-    >>> arch = Arch((4,), (LayerSpec("linear", 4, 4), LayerSpec("linear", 4, 4),
-    ...                    LayerSpec("linear", 4, 2)))
+    >>> g = Graph((4,), (Node("linear", (-1,), 4, 4, bias=False), Node("lif", (0,)),
+    ...                  Node("linear", (1,), 4, 4, bias=False), Node("lif", (2,)),
+    ...                  Node("linear", (3,), 4, 2, bias=False)))
     >>> w = np.array([[0.0, 1.0, 0.0, 2.0]] * 4)
-    >>> params = [(np.ones((4, 4)), np.zeros(4)), (w, np.zeros(4)), (np.ones((2, 4)), np.zeros(2))]
-    >>> nm_masks(arch, params, 2, 4)[1][0]
+    >>> params = {"layer0.weight": np.ones((4, 4)), "layer1.weight": w,
+    ...           "layer2.weight": np.ones((2, 4))}
+    >>> nm_masks(g, params, 2, 4)[1][0]
     array([0., 1., 0., 1.])
     """
-    arrays = _check_params(arch, params)
-    last = len(arch.layers) - 1
-    layers = tuple(range(1, last)) if masked is None else tuple(int(i) for i in masked)
-    labels = list(names) if names is not None else [f"layer {i}" for i in range(last + 1)]
+    graph = _check_graph(graph)
+    arrays = _host_table("parameter", params, graph.param_shapes())
+    layers = _check_masked(graph, masked)
+    labels = list(names) if names is not None else [f"layer {k}" for k in
+                                                    range(len(graph.layers))]
     out = {}
-    for i in layers:
-        if not 0 <= i <= last:
-            raise ValueError(f"masked layer {i} is out of range for {last + 1} layers")
-        spec, (w, _) = arch.layers[i], arrays[i]
-        if spec.in_features % m:
-            raise ValueError(f"{labels[i]} has {spec.in_features} inputs, not a multiple of "
+    for k in layers:
+        node, w = graph.layer_node(k), arrays[f"layer{k}.weight"]
+        if node.in_features % m:
+            raise ValueError(f"{labels[k]} has {node.in_features} inputs, not a multiple of "
                              f"m={m}; it cannot carry an {n}:{m} pattern")
-        check_nm(to_block_layout(w), n, m, name=f"{labels[i]} weight {w.shape} (block layout)")
-        out[i] = (w != 0).astype(w.dtype)
+        check_nm(to_block_layout(w), n, m, name=f"{labels[k]} weight {w.shape} (block layout)")
+        out[k] = (w != 0).astype(w.dtype)
     return out
+
+
+def _meta_bool(node: Any, key: str, default: bool) -> bool:
+    meta = getattr(node, "metadata", None) or {}
+    return bool(_plain(meta[key])) if key in meta else default
+
+
+class _Reader:
+    """State of one `from_nir` call: the graph nodes built so far and their shapes."""
+
+    def __init__(self, graph: Any, input_shape: tuple[int, ...], dt: float,
+                 global_pools: set[str]) -> None:
+        self.graph = graph
+        self.dt = dt
+        self.global_pools = global_pools
+        self.nodes: list[Node] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.input_shape = input_shape
+        self.index: dict[str, int] = {}
+        self.weights: list[tuple[str, np.ndarray, np.ndarray | None]] = []  # per layer
+        self.neurons: list[tuple[str, float, float]] = []
+
+    def shape(self, j: int) -> tuple[int, ...]:
+        return self.input_shape if j < 0 else self.shapes[j]
+
+    def push(self, node: Node, shape: tuple[int, ...], name: str | None = None) -> int:
+        self.nodes.append(node)
+        self.shapes.append(shape)
+        if name is not None:
+            self.index[name] = len(self.nodes) - 1
+        return len(self.nodes) - 1
+
+    def source(self, name: str, preds: list[str]) -> int:
+        """The graph node the NIR node ``name`` reads: its predecessor, or an ``add`` of
+        its predecessors."""
+        ins = [self.index[p] for p in preds]
+        if len(ins) == 1:
+            return ins[0]
+        shapes = [self.shape(j) for j in ins]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"node {name!r} sums its inputs {preds} of shapes {shapes}; "
+                             f"expected one shape")
+        return self.push(Node("add", tuple(ins)), shapes[0])
+
+    def layer(self, name: str, node: Any, src: int) -> tuple[Node, tuple[int, ...]]:
+        nir = _nir()
+        shape = self.shape(src)
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            w = np.asarray(node.weight)
+            if w.ndim != 2 or len(shape) != 1 or w.shape[1] != shape[0]:
+                raise ValueError(f"node {name!r} has weight {w.shape} but receives shape "
+                                 f"{shape}; expected a 2-D (out, {shape}) weight after a "
+                                 f"Flatten")
+            b = np.asarray(node.bias) if isinstance(node, nir.Affine) else None
+            spec = Node("linear", (src,), int(w.shape[1]), int(w.shape[0]), bias=b is not None)
+            out = (spec.out_features,)
+        else:
+            w = np.asarray(node.weight)
+            if w.ndim != 4 or w.shape[2] != w.shape[3] or len(shape) != 3 or \
+                    w.shape[1] != shape[0]:
+                raise ValueError(f"node {name!r} has weight {w.shape} and receives {shape}; "
+                                 f"expected a square (out, {shape[0] if shape else '?'}, k, k) "
+                                 f"kernel on (C, H, W) inputs")
+            if isinstance(node.padding, str):
+                raise ValueError(f"node {name!r} has padding {node.padding!r}; expected an "
+                                 f"integer")
+            stride, padding = _square(name, node, "stride"), _square(name, node, "padding")
+            if _square(name, node, "dilation") != 1 or int(node.groups) != 1:
+                raise ValueError(f"node {name!r} has dilation {node.dilation} and groups "
+                                 f"{node.groups}; expected 1 and 1")
+            b = np.asarray(node.bias)
+            if not _meta_bool(node, "spikenm.bias", True) and not np.any(b):
+                b = None
+            k = int(w.shape[2])
+            spec = Node("conv", (src,), int(w.shape[1]), int(w.shape[0]), k, stride, padding,
+                        bias=b is not None)
+            out = (spec.out_features,) + tuple((s + 2 * padding - k) // stride + 1
+                                               for s in shape[1:])
+        if w.dtype not in (np.float32, np.float64) or (b is not None and b.dtype != w.dtype):
+            raise ValueError(f"node {name!r} has weight {w.dtype} and bias "
+                             f"{None if b is None else b.dtype}; expected float32 or float64, "
+                             f"the same for both")
+        if b is not None and b.shape != (spec.out_features,):
+            raise ValueError(f"node {name!r} has bias {b.shape}; expected "
+                             f"({spec.out_features},)")
+        if self.weights and self.weights[0][1].dtype != w.dtype:
+            raise ValueError(f"node {name!r} has {w.dtype} weights but {self.weights[0][0]!r} "
+                             f"has {self.weights[0][1].dtype}; a network has one dtype")
+        self.weights.append((name, np.array(w, order="C"),
+                             None if b is None else np.array(b, order="C")))
+        return spec, out
+
+    def neuron(self, name: str, node: Any, src: int, preds: list[str],
+               succ: dict[str, list[str]]) -> Node:
+        beta, theta, gain = _neuron(name, node, self.dt)
+        if not _close(gain, 1.0):
+            feeder = self.nodes[src] if src >= 0 else None
+            if feeder is None or feeder.op not in WEIGHTED or len(preds) != 1 or \
+                    len(succ[preds[0]]) != 1:
+                raise ValueError(f"node {name!r} scales its input by r dt / tau = {gain}; "
+                                 f"spikenm folds that gain into the layer feeding the neuron, "
+                                 f"which must be one Affine/Linear/Conv2d read by it alone "
+                                 f"(it reads {preds})")
+            k = sum(n.op in WEIGHTED for n in self.nodes[:src])
+            lname, w, b = self.weights[k]
+            self.weights[k] = (lname, w * w.dtype.type(gain),
+                               None if b is None else b * b.dtype.type(gain))
+        self.neurons.append((name, beta, theta))
+        return Node("lif", (src,))
+
+    def pool(self, name: str, node: Any, src: int) -> tuple[Node, tuple[int, ...]]:
+        nir = _nir()
+        shape = self.shape(src)
+        if not isinstance(node, nir.AvgPool2d):
+            raise ValueError(f"node {name!r} is a {type(node).__name__}; expected AvgPool2d "
+                             f"(S4.6 pools by averaging)")
+        if len(shape) != 3:
+            raise ValueError(f"node {name!r} pools a {shape} input; expected (C, H, W) maps")
+        kernel, stride = _pair(name, node, "kernel_size"), _pair(name, node, "stride")
+        if stride != kernel or _pair(name, node, "padding") != (0, 0):
+            raise ValueError(f"node {name!r} pools with kernel {list(kernel)}, stride "
+                             f"{np.asarray(node.stride).tolist()}, padding "
+                             f"{np.asarray(node.padding).tolist()}; expected stride = kernel "
+                             f"and no padding (S4.6)")
+        whole = kernel == (shape[1], shape[2])
+        if whole and (name in self.global_pools or kernel[0] != kernel[1]):
+            window = 0
+        else:
+            if kernel[0] != kernel[1]:
+                raise ValueError(f"node {name!r} has kernel_size {list(kernel)}; expected a "
+                                 f"square window or the whole {shape[1]}x{shape[2]} map")
+            window = kernel[0]
+        spec = Node("pool", (src,), window=window)
+        return spec, output_shape(spec, [shape], f"NIR node {name!r}")
 
 
 def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | None = None,
              dt: float | None = None, time_steps: int | None = None
-             ) -> tuple[Arch, tuple[LayerParams, ...], LIFConfig]:
-    """A network of S4 from a NIR chain, with the N:M pattern re-derived and checked.
+             ) -> tuple[Graph, dict[str, np.ndarray], LIFParams]:
+    """A network of S4 from a NIR graph, with the N:M pattern re-derived and checked.
 
     Parameters
     ----------
     graph : nir.NIRGraph
-        ``Input -> [Flatten] -> (Conv2d -> LIF|IF -> [AvgPool2d])* -> [Flatten] ->
-        (Affine|Linear -> LIF|IF)* -> Affine|Linear -> Output`` (what `to_nir` writes).
+        One Input, one Output, and between them ``Affine``, ``Linear``, ``Conv2d``,
+        ``LIF``, ``IF``, ``AvgPool2d`` and ``Flatten`` nodes without cycles; a node with
+        several incoming edges sums them (an ``add``); the Output reads an ``Affine`` or
+        ``Linear`` readout.
     n, m : int
         The pattern of the masked layers.
     masked : iterable of int, optional
-        Layers whose weights must be ``n:m`` (`nm_masks`); default every layer but the
-        first and the last (S5.1).
+        Layer ordinals whose weights must be ``n:m`` (`nm_masks`); default every layer but
+        the first and the last (S5.1).
     dt : float, optional
         Euler step for ``beta = 1 - dt / tau``; default the graph's ``spikenm.dt``.
     time_steps : int, optional
@@ -417,25 +684,26 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
 
     Returns
     -------
-    (Arch, tuple of LayerParams, LIFConfig)
-        NumPy arrays, in the dtype stored in the graph.
+    (Graph, dict, LIFParams)
+        The graph (no ``bn`` nodes: they were folded on export), its parameters as NumPy
+        arrays in the dtype stored in the NIR graph, and the neuron.
 
     Raises
     ------
     ValueError
-        A graph that is not such a chain; neurons with different or non-uniform
-        parameters, ``v_leak != 0`` or ``v_reset != 0``; a masked weight that is not
-        ``n:m`` (naming the node and the block); ``dt`` or ``time_steps`` neither given
-        nor in the graph's metadata.
+        A graph outside that form (naming the node); neurons with different or
+        non-uniform parameters, ``v_leak != 0`` or ``v_reset != 0``; a masked weight that
+        is not ``n:m`` (naming the node and the block); ``dt`` or ``time_steps`` neither
+        given nor in the graph's metadata.
     """
     nir = _nir()
     meta = _graph_metadata(graph)
     if "spikenm.format" in meta and meta["spikenm.format"] != FORMAT:
         raise ValueError(f"graph metadata 'spikenm.format' is {meta['spikenm.format']!r}; "
                          f"expected {FORMAT!r}")
-    if "spikenm.version" in meta and meta["spikenm.version"] != VERSION:
+    if "spikenm.version" in meta and meta["spikenm.version"] not in (1, VERSION):
         raise ValueError(f"graph metadata 'spikenm.version' is {meta['spikenm.version']!r}; "
-                         f"this spikenm reads version {VERSION}")
+                         f"this spikenm reads versions 1 and {VERSION}")
     if dt is None:
         if "spikenm.dt" not in meta:
             raise ValueError("the graph has no 'spikenm.dt' metadata: pass dt= (the time "
@@ -449,130 +717,70 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
         time_steps = meta["spikenm.time_steps"]
     if isinstance(time_steps, bool) or not isinstance(time_steps, numbers.Integral):
         raise ValueError(f"time_steps must be an integer >= 1, got {time_steps!r}")
-    order = _chain(graph)
-    input_node = graph.nodes[order[0]]
-    shape: tuple[int, ...] = tuple(
-        int(s) for s in np.asarray(input_node.input_type["input"]).reshape(-1))
-    input_shape = shape
-    layers: list[LayerSpec] = []
-    params: list[LayerParams] = []
-    names: list[str] = []
-    neurons: list[tuple[str, float, float]] = []
-    pos = 1
-
-    def take() -> tuple[str, Any] | None:
-        nonlocal pos
-        if pos >= len(order) - 1:
-            return None
-        name = order[pos]
-        pos += 1
-        return name, graph.nodes[name]
-
-    def peek() -> Any:
-        return graph.nodes[order[pos]] if pos < len(order) - 1 else None
-
-    while True:
-        item = take()
-        if item is None:
-            break
-        name, node = item
+    order, pred, succ = _order(graph)
+    start, end = order[0], order[-1]
+    input_shape = tuple(int(s) for s in
+                        np.asarray(graph.nodes[start].input_type["input"]).reshape(-1))
+    pools = str(meta.get("spikenm.global_pools", ""))
+    reader = _Reader(graph, input_shape, dt, {p for p in pools.split(",") if p})
+    reader.index[start] = -1
+    for name in order[1:-1]:
+        node = graph.nodes[name]
+        src = reader.source(name, pred[name])
+        where = f"node {name!r}"
         if isinstance(node, nir.Flatten):
-            start, end = int(node.start_dim), int(node.end_dim)
-            if start not in (0, -len(shape)) or end not in (-1, len(shape) - 1):
-                raise ValueError(f"node {name!r} flattens dims {start}..{end} of {shape}; "
+            shape = reader.shape(src)
+            start_dim, end_dim = int(node.start_dim), int(node.end_dim)
+            if start_dim not in (0, -len(shape)) or end_dim not in (-1, len(shape) - 1):
+                raise ValueError(f"{where} flattens dims {start_dim}..{end_dim} of {shape}; "
                                  f"expected the whole map (start_dim 0, end_dim -1)")
-            shape = (int(np.prod(shape)),)
-            continue
-        if isinstance(node, (nir.Affine, nir.Linear)):
-            w = np.asarray(node.weight)
-            if w.ndim != 2 or len(shape) != 1 or w.shape[1] != shape[0]:
-                raise ValueError(f"node {name!r} has weight {w.shape} but receives shape "
-                                 f"{shape}; expected a 2-D (out, {shape}) weight after a "
-                                 f"Flatten")
-            b = np.asarray(node.bias) if isinstance(node, nir.Affine) else np.zeros(
-                w.shape[0], w.dtype)
-            spec = LayerSpec("linear", int(w.shape[1]), int(w.shape[0]))
-            shape = (spec.out_features,)
-        elif isinstance(node, nir.Conv2d):
-            w = np.asarray(node.weight)
-            if w.ndim != 4 or w.shape[2] != w.shape[3] or len(shape) != 3 or w.shape[1] != shape[0]:
-                raise ValueError(f"node {name!r} has weight {w.shape} and receives {shape}; "
-                                 f"expected a square (out, {shape[0]}, k, k) kernel on "
-                                 f"(C, H, W) inputs")
-            if isinstance(node.padding, str):
-                raise ValueError(f"node {name!r} has padding {node.padding!r}; expected an "
-                                 f"integer")
-            stride, padding = _pair(name, node, "stride"), _pair(name, node, "padding")
-            if _pair(name, node, "dilation") != 1 or int(node.groups) != 1:
-                raise ValueError(f"node {name!r} has dilation {node.dilation} and groups "
-                                 f"{node.groups}; expected 1 and 1")
-            b = np.asarray(node.bias)
-            k = int(w.shape[2])
-            spec = LayerSpec("conv", int(w.shape[1]), int(w.shape[0]), k, stride, padding)
-            shape = (spec.out_features,) + tuple((s + 2 * padding - k) // stride + 1
-                                                 for s in shape[1:])
+            reader.push(Node("flatten", (src,)), (int(np.prod(shape)),), name)
+        elif isinstance(node, (nir.Affine, nir.Linear, nir.Conv2d)):
+            spec, shape = reader.layer(name, node, src)
+            reader.push(spec, shape, name)
+        elif isinstance(node, (nir.LIF, nir.IF)):
+            spec = reader.neuron(name, node, src, pred[name], succ)
+            reader.push(spec, reader.shape(src), name)
+        elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+            spec, shape = reader.pool(name, node, src)
+            reader.push(spec, shape, name)
         else:
-            raise ValueError(f"node {name!r} is a {type(node).__name__}; expected Affine, "
-                             f"Linear, Conv2d or Flatten here (chain {order})")
-        if w.dtype not in (np.float32, np.float64) or b.dtype != w.dtype:
-            raise ValueError(f"node {name!r} has weight {w.dtype} and bias {b.dtype}; "
-                             f"expected float32 or float64, the same for both")
-        if b.shape != (spec.out_features,):
-            raise ValueError(f"node {name!r} has bias {b.shape}; expected "
-                             f"({spec.out_features},)")
-        nxt = peek()
-        if isinstance(nxt, (nir.LIF, nir.IF)):
-            lif_name, lif_node = take()  # type: ignore[misc]
-            beta, theta, gain = _neuron(lif_name, lif_node, dt)
-            if not _close(gain, 1.0):
-                w, b = w * w.dtype.type(gain), b * b.dtype.type(gain)
-            neurons.append((lif_name, beta, theta))
-            pool = peek()
-            if isinstance(pool, (nir.AvgPool2d, nir.SumPool2d)):
-                pool_name, pool_node = take()  # type: ignore[misc]
-                if not isinstance(pool_node, nir.AvgPool2d) or spec.kind != "conv":
-                    raise ValueError(f"node {pool_name!r} is a {type(pool_node).__name__} "
-                                     f"after {name!r}; expected AvgPool2d after a conv layer")
-                q = _pair(pool_name, pool_node, "kernel_size")
-                if _pair(pool_name, pool_node, "stride") != q or \
-                        _pair(pool_name, pool_node, "padding") != 0:
-                    raise ValueError(f"node {pool_name!r} pools with kernel {q}, stride "
-                                     f"{pool_node.stride}, padding {pool_node.padding}; "
-                                     f"expected stride = kernel and no padding (S4.6)")
-                spec = LayerSpec("conv", spec.in_features, spec.out_features, spec.kernel,
-                                 spec.stride, spec.padding, q)
-                shape = (shape[0], shape[1] // q, shape[2] // q)
-        elif peek() is not None:
-            raise ValueError(f"node {name!r} is followed by {type(nxt).__name__}; expected a "
-                             f"LIF or IF neuron (only the last layer is a non-spiking readout)")
-        layers.append(spec)
-        params.append(LayerParams(np.array(w, order="C"), np.array(b, order="C")))
-        names.append(f"NIR node {name!r} (layer {len(layers) - 1})")
-    if not layers:
+            raise ValueError(f"{where} is a {type(node).__name__}; expected Affine, Linear, "
+                             f"Conv2d, LIF, IF, AvgPool2d or Flatten (S4.12)")
+    readout = pred[end]
+    if len(readout) != 1 or not isinstance(graph.nodes[readout[0]], (nir.Affine, nir.Linear)) \
+            or succ[readout[0]] != [end] or reader.index.get(readout[0]) != len(reader.nodes) - 1:
+        raise ValueError(f"the output node {end!r} reads {readout}; the last layer must feed "
+                         f"the output directly (one Affine/Linear node, a non-spiking readout, "
+                         f"S4.8)")
+    if not reader.weights:  # pragma: no cover - the readout check needs a layer
         raise ValueError("the graph has no Affine, Linear or Conv2d layer")
-    if len(neurons) != len(layers) - 1:
-        raise ValueError(f"the last layer {names[-1]} must feed the output directly (a "
-                         f"non-spiking readout, S4.8)")
-    beta, theta = _one_lif(neurons, meta)
-    arch = Arch(input_shape, tuple(layers))
-    lif = LIFConfig(beta=beta, theta=theta,
-                    alpha=float(meta.get("spikenm.alpha", LIFConfig.alpha)),
+    out_graph = Graph(input_shape, tuple(reader.nodes))
+    params: dict[str, np.ndarray] = {}
+    for k, (_, w, b) in enumerate(reader.weights):
+        params[f"layer{k}.weight"] = w
+        if b is not None:
+            params[f"layer{k}.bias"] = b
+    beta, theta = _one_lif(reader.neurons, meta)
+    lif = LIFParams(beta=beta, theta=theta,
+                    alpha=float(meta.get("spikenm.alpha", LIFParams.alpha)),
                     reset="hard", detach_reset=bool(meta.get("spikenm.detach_reset", False)),
                     time_steps=int(time_steps))
-    nm_masks(arch, params, n, m, masked, names=names)
-    return arch, tuple(params), lif
+    names = [f"NIR node {name!r} (layer {k})" for k, (name, _, _) in enumerate(reader.weights)]
+    nm_masks(out_graph, params, n, m, masked, names=names)
+    return out_graph, params, lif
 
 
 def _one_lif(neurons: list[tuple[str, float, float]], meta: dict[str, Any]) -> tuple[float, float]:
     """The single ``(beta, theta)`` of all neurons; the metadata's exact values when they
     agree with the nodes up to the rounding of ``tau = dt / (1 - beta)``."""
     if not neurons:
-        return LIFConfig.beta, LIFConfig.theta
+        return LIFParams.beta, LIFParams.theta
     name0, beta, theta = neurons[0]
     for name, b, t in neurons[1:]:
         if not (_close(b, beta) and _close(t, theta)):
             raise ValueError(f"node {name!r} has beta {b}, theta {t} but {name0!r} has beta "
-                             f"{beta}, theta {theta}; a spikenm network has one LIFConfig")
+                             f"{beta}, theta {theta}; a spikenm network has one LIFParams")
     for key, value in (("spikenm.beta", beta), ("spikenm.theta", theta)):
         if key in meta and not _close(float(meta[key]), value):
             raise ValueError(f"graph metadata {key!r} is {meta[key]} but the neuron nodes "

@@ -9,7 +9,9 @@ of these methods.  A backend therefore never re-validates; it may assume:
 * paired arrays have matching shapes.
 
 A third-party backend is any object with these attributes (a module works).  Run
-``python -m spikenm.conformance --backend package.module:OBJECT`` to validate it.
+``python -m spikenm.conformance --backend package.module:OBJECT`` to validate it.  To
+have `spikenm.api` dispatch its arrays to it, give it the optional type test
+``owns(x) -> bool`` and register it (`spikenm.registry.register`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,9 @@ REQUIRED = tuple(
     name for name in Backend.__dict__
     if not name.startswith("_") and callable(Backend.__dict__[name])
 ) + ("name",)
-OPTIONAL = ("differentiable",)
+OPTIONAL = ("differentiable", "owns")
+"""Optional members: ``differentiable`` (default True) and ``owns(x)``, the type test
+`spikenm.registry.owner_of` asks (``isinstance``, so subclasses count)."""
 
 
 def missing_members(backend: object) -> list[str]:

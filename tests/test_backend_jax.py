@@ -1,4 +1,7 @@
-"""The JAX backend against SPEC.md and the NumPy reference, through `spikenm.api`.
+"""The JAX backend against SPEC.md and the NumPy reference, through `spikenm.api`; and
+the JAX model backend (`spikenm.backends.jax.snn`, SPEC S4) on its own: devices, compiled
+step caching, float32 runs, batch norm and credits by hand (its float64 agreement with the
+NumPy reference is `tests/test_train_backends.py`).
 
 Every test names the clause it checks.  Values are compared with the tolerances of
 SPEC S0.6: masks, indices and packed values exactly; other floats with
@@ -12,6 +15,9 @@ tests about the 32-bit default enter ``jax.enable_x64(False)`` themselves.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,9 +32,13 @@ from hypothesis import strategies as st
 
 import spikenm.backends.jax as jb
 import spikenm.reference as ref
-from spikenm import api
+from spikenm import api, registry
+from spikenm.backends.jax import snn as jsnn
+from spikenm.backends.jax.snn_credit import conv_credit
 from spikenm.packed import Packed
 from spikenm.protocol import Backend, missing_members
+from spikenm.snn import (EIDRequest, Graph, LIFParams, ModelBackend, Node, init_buffers,
+                         init_params)
 
 FLOATS = (np.float32, np.float64)
 PATTERNS = ((1, 2), (1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (4, 8), (3, 3), (8, 16))
@@ -836,3 +846,493 @@ def test_S3_3_subnormal_weights_count_and_pack(dtype: str) -> None:
         api.check_nm(x, 2, 4)
     packed = api.pack(x, 4, 4)
     np.testing.assert_array_equal(np.asarray(api.unpack(packed)).view(np.uint8), tiny.view(np.uint8))
+
+
+# -- the model backend (SPEC S4, S4.13-S4.16) ---------------------------------------------
+
+LIF3 = LIFParams(time_steps=3)
+SMALL = Graph((2, 6, 6), (
+    Node("conv", (-1,), 2, 4, 3, 2, 1, bias=False),  # 0  layer0: stride 2, static
+    Node("bn", (0,)),                                # 1  bn0 on a static map (4, 3, 3)
+    Node("lif", (1,)),                               # 2  lif0
+    Node("conv", (2,), 4, 4, 3, 1, 1),               # 3  layer1
+    Node("add", (3, 2)),                             # 4  residual join (identity)
+    Node("pool", (4,), window=0),                    # 5  global pooling -> (4, 1, 1)
+    Node("flatten", (5,)),                           # 6
+    Node("linear", (6,), 4, 6, bias=False),          # 7  layer2
+    Node("bn", (7,)),                                # 8  bn1 on features
+    Node("lif", (8,)),                               # 9  lif1
+    Node("linear", (9,), 6, 3),                      # 10 layer3: readout
+))
+"""Batch norm on maps and features, a strided conv, a residual add, global pooling; small,
+to compile fast."""
+
+
+def _net_arrays(graph: Graph, dtype: str, seed: int = 0, batch: int = 4,
+                time_major: bool = False, t_steps: int = 3
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray,
+                           np.ndarray]:
+    """S4.10 weights (gain 2.5), non-zero biases and bn affine parameters, non-trivial
+    running statistics and a batch, drawn in float64 and cast to ``dtype``."""
+    rng = np.random.default_rng(seed)
+    params = init_params(graph, seed, 2.5, "float64")
+    for key, value in params.items():
+        if key.endswith((".bias", ".beta")):
+            params[key] = 0.2 * rng.standard_normal(value.shape)
+        elif key.endswith(".gamma"):
+            params[key] = 1.0 + 0.2 * rng.standard_normal(value.shape)
+    buffers = {key: (0.1 * rng.standard_normal(v.shape) if key.endswith("mean")
+                     else rng.uniform(0.5, 1.5, v.shape))
+               for key, v in init_buffers(graph, "float64").items()}
+    x = rng.random(((t_steps,) if time_major else ()) + (batch,) + graph.input_shape)
+    y = rng.integers(0, graph.num_classes, batch).astype(np.int64)
+    return ({k: v.astype(dtype) for k, v in params.items()},
+            {k: v.astype(dtype) for k, v in buffers.items()}, x.astype(dtype), y)
+
+
+def _on(mb: Any, table: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: mb.from_numpy(v) for k, v in table.items()}
+
+
+def _eid_all(graph: Graph, params: dict[str, Any], decay: float = 0.6) -> EIDRequest:
+    layers = tuple(range(len(graph.layers)))
+    return EIDRequest(layers, tuple(params[f"layer{k}.weight"] for k in layers), decay)
+
+
+def _scaled(got: np.ndarray, want: np.ndarray) -> float:
+    """``max |got - want| / max |want|`` (S0.6 scaling)."""
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-300))
+
+
+def _run_python(code: str, env: dict[str, str] | None = None) -> str:
+    """Run ``code`` in a fresh interpreter; its stdout (a failure shows its stderr)."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_S4_16_device_names_and_missing_devices() -> None:
+    """S4.16: ``cpu``/``cpu:0`` are the canonical ``cpu:0``; a device that does not exist
+    is a ValueError naming it and the available JAX devices; a malformed name is a
+    ValueError and a non-string a TypeError."""
+    mb = jsnn.model_backend()
+    assert (mb.name, mb.device) == ("jax", "cpu:0") and isinstance(mb, ModelBackend)
+    assert jsnn.model_backend("cpu").device == jsnn.model_backend("CPU:0").device == "cpu:0"
+    assert registry.model_backend("jax", "cpu:0").device == "cpu:0"
+    available = jsnn.available_devices()
+    assert available[0] == "cpu:0" and len(available) >= len(jax.devices())
+    missing = [f"cpu:{len(jax.devices('cpu'))}", "gpu:64", "cuda:64"]
+    if not any(d.startswith("gpu:") for d in available):
+        missing += ["gpu", "cuda", "cuda:0"]
+    for device in missing:
+        with pytest.raises(ValueError, match=rf"device '{device}' \(\w+:\d+\) does not exist "
+                                             rf"here; available JAX devices: \['cpu:0'"):
+            jsnn.model_backend(device)
+    with pytest.raises(ValueError, match="'gpu:64' .*does not exist"):
+        registry.model_backend("jax", "gpu:64")
+    for bad in ("gpu0", "npu:0", "cpu:-1", "", "cpu:0:1"):
+        with pytest.raises(ValueError, match=rf"device '{bad}' is not a JAX device name; "
+                                             r"expected platform\[:index\].*available: "):
+            jsnn.model_backend(bad)
+    with pytest.raises(TypeError, match="device must be a string.*int 0"):
+        jsnn.model_backend(0)  # type: ignore[arg-type]
+
+
+def test_S4_16_arrays_and_results_live_on_the_chosen_device() -> None:
+    """S4.16 with two host devices (a fresh interpreter with XLA's forced host device
+    count): a ``cpu:1`` backend puts data there, refuses arrays on ``cpu:0`` naming them,
+    and returns gradients, buffers and credits on ``cpu:1``; ``cpu:2`` is named missing."""
+    code = """
+import jax, numpy as np
+from spikenm.backends.jax import snn
+from spikenm.snn import EIDRequest, LIFParams, init_buffers, init_params
+from spikenm.snn.archs import GraphBuilder
+b = GraphBuilder((1, 4, 4)); b.conv(3, 3, batch_norm=True); b.lif(); b.flatten(); b.linear(4)
+graph = b.graph()
+one = jax.devices("cpu")[1]
+mb = snn.model_backend("cpu:1")
+assert mb.device == "cpu:1" and mb.jax_device == one, mb.device
+try:
+    snn.model_backend("cpu:2")
+except ValueError as e:
+    assert "['cpu:0', 'cpu:1']" in str(e), e
+else:
+    raise AssertionError("cpu:2 accepted")
+ps = {k: mb.from_numpy(v) for k, v in init_params(graph, 0, 2.0, "float32").items()}
+bs = {k: jax.device_put(v, jax.devices("cpu")[0])
+      for k, v in init_buffers(graph, "float32").items()}
+x = mb.from_numpy(np.random.default_rng(0).random((3, 1, 4, 4)).astype(np.float32))
+y = mb.from_numpy(np.array([0, 1, 3]))
+assert all(a.devices() == {one} for a in (*ps.values(), x, y))
+try:
+    mb.forward_backward(graph, ps, bs, x, y, LIFParams())
+except ValueError as e:
+    assert str(e).startswith("buffers['bn0.running_mean'] is on device cpu:0; this backend "
+                             "runs on 'cpu:1'"), e
+else:
+    raise AssertionError("buffers on cpu:0 accepted")
+bs = {k: jax.device_put(v, one) for k, v in bs.items()}
+r = mb.forward_backward(graph, ps, bs, x, y, LIFParams(),
+                        EIDRequest((0, 1), (ps["layer0.weight"], ps["layer1.weight"]), 0.5))
+arrays = [*r.grads.values(), *r.buffers.values(), *r.credits.values()]
+assert len(arrays) == 5 + 2 + 2 and all(a.devices() == {one} for a in arrays), \\
+    [a.devices() for a in arrays]
+e = mb.evaluate(graph, ps, bs, x, y, LIFParams())
+assert e.count == 3
+print("ok")
+"""
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    assert _run_python(code, {"XLA_FLAGS": flags}).split() == ["ok"]
+
+
+def test_S4_16_no_trainer_import() -> None:
+    """The JAX model backend imports the core (`spikenm.snn`), never the trainer."""
+    code = """
+import sys
+import numpy as np
+from spikenm.registry import model_backend
+import spikenm.backends.jax.snn, spikenm.backends.jax.snn_graph
+from spikenm.snn import LIFParams, init_buffers, init_params, mlp
+mb = model_backend("jax")
+g = mlp((4,), 2, (4,))
+r = mb.forward_backward(g, {k: mb.from_numpy(v) for k, v in init_params(g, 0, 1.0,
+                        "float32").items()}, {}, mb.from_numpy(np.ones((2, 4), np.float32)),
+                        mb.from_numpy(np.array([0, 1])), LIFParams())
+bad = sorted(m for m in sys.modules if m.startswith("spikenm.train"))
+assert not bad, bad
+print("ok")
+"""
+    assert _run_python(code).split() == ["ok"]
+
+
+def test_S4_compiled_step_is_traced_once_per_configuration() -> None:
+    """One jitted function per (graph, lif, EID layers, input kind, dtype): a second call,
+    new parameter values and an equal graph built anew reuse it without retracing; another
+    EID request, input kind or neuron is its own function."""
+    graph = Graph((3,), (Node("linear", (-1,), 3, 4), Node("bn", (0,)), Node("lif", (1,)),
+                         Node("linear", (2,), 4, 2)))
+    lif = LIFParams(time_steps=2, beta=0.37)  # a configuration no other test uses
+    mb = jsnn.model_backend()
+    params, buffers, x, y = _net_arrays(graph, "float64", t_steps=2)
+    ps, bs, xs, ys = _on(mb, params), _on(mb, buffers), mb.from_numpy(x), mb.from_numpy(y)
+    eid = EIDRequest((1,), (ps["layer1.weight"],), 0.5)
+    key = ("step", graph, lif, (1,), True, "float64")
+    assert jsnn.TRACES[key] == 0
+    first = mb.forward_backward(graph, ps, bs, xs, ys, lif, eid)
+    assert jsnn.TRACES[key] == 1
+    rebuilt = Graph(graph.input_shape, tuple(Node(**vars(n)) for n in graph.nodes))
+    assert rebuilt is not graph and hash(rebuilt) == hash(graph)
+    again = mb.forward_backward(rebuilt, ps, bs, xs, ys, LIFParams(time_steps=2, beta=0.37),
+                                eid)
+    scaled = {k: v * 1.5 for k, v in ps.items()}
+    mb.forward_backward(graph, scaled, first.buffers, xs, ys, lif,
+                        EIDRequest((1,), (scaled["layer1.weight"],), 0.9))
+    assert jsnn.TRACES[key] == 1
+    assert again.loss == first.loss
+    assert jsnn.step_function(rebuilt, lif, (1,), True, "float64") is \
+        jsnn.step_function(graph, lif, (1,), True, "float64")
+    mb.forward_backward(graph, ps, bs, xs, ys, lif)
+    assert jsnn.TRACES[("step", graph, lif, (), True, "float64")] == 1
+    repeated = mb.from_numpy(np.ascontiguousarray(np.broadcast_to(x, (2,) + x.shape)))
+    mb.forward_backward(graph, ps, bs, repeated, ys, lif, eid)
+    assert jsnn.TRACES[("step", graph, lif, (1,), False, "float64")] == 1
+    for _ in range(2):
+        mb.evaluate(graph, ps, bs, xs, ys, lif)
+    assert jsnn.TRACES[("eval", graph, lif, True, "float64")] == 1
+    assert jsnn.TRACES[key] == 1
+
+
+def _float32_step(x64: bool) -> tuple[Any, Any]:
+    """`SMALL` in float32 with EID on every layer, inside ``jax.enable_x64(x64)``: the
+    step, the eval pass and the labels' dtype."""
+    params, buffers, x, y = _net_arrays(SMALL, "float32")
+    with jax.enable_x64(x64):
+        mb = jsnn.model_backend()
+        ps, bs, xs, ys = _on(mb, params), _on(mb, buffers), mb.from_numpy(x), mb.from_numpy(y)
+        r = mb.forward_backward(SMALL, ps, bs, xs, ys, LIF3, _eid_all(SMALL, ps))
+        e = mb.evaluate(SMALL, ps, bs, xs, ys, LIF3)
+        return (r, e), str(ys.dtype)
+
+
+def test_S4_S0_6_float32_runs_without_x64() -> None:
+    """float32 in JAX's default 32-bit mode: int64 labels become int32, every result is a
+    float32 array of the parameter's shape (credits in block layout), and the numbers equal
+    the float32 run with 64-bit types on; a smooth (LIF-free) batch-norm network agrees
+    with its float64 run within S0.6."""
+    params, buffers, _, _ = _net_arrays(SMALL, "float32")
+    ((r32, e32), labels32), ((r_x64, e_x64), labels64) = _float32_step(False), \
+        _float32_step(True)
+    assert (labels32, labels64) == ("int32", "int64")
+    assert isinstance(r32.loss, float) and isinstance(r32.correct, int)
+    assert math.isfinite(r32.loss) and len(r32.firing_rates) == len(SMALL.neurons)
+    assert all(0 < f < 1 for f in r32.firing_rates), r32.firing_rates
+    assert sorted(r32.grads) == sorted(params) and sorted(r32.buffers) == sorted(buffers)
+    for key, g in [*r32.grads.items(), *r32.buffers.items()]:
+        _assert_jax(g, np.float32, params[key].shape if key in params else buffers[key].shape)
+    assert sorted(r32.credits) == list(range(len(SMALL.layers)))
+    for k, c in r32.credits.items():
+        _assert_jax(c, np.float32, api.to_block_layout(params[f"layer{k}.weight"]).shape)
+    assert (r32.loss, r32.correct, r32.firing_rates) == \
+        (r_x64.loss, r_x64.correct, r_x64.firing_rates)
+    assert e32 == e_x64 and e32.count == 4 and sum(e32.spike_sums) > 0
+    for group in ("grads", "buffers", "credits"):
+        for k, v in getattr(r32, group).items():
+            np.testing.assert_allclose(jb.to_numpy(v), jb.to_numpy(getattr(r_x64, group)[k]),
+                                       rtol=1e-6, atol=1e-7, err_msg=f"{group} {k}")
+
+    smooth = Graph((3, 2, 2), (Node("conv", (-1,), 3, 4, 1), Node("bn", (0,)),
+                               Node("flatten", (1,)), Node("linear", (2,), 16, 5)))
+    got: dict[str, np.ndarray] = {}
+    want: dict[str, np.ndarray] = {}
+    for dtype, out in (("float32", got), ("float64", want)):
+        params, buffers, x, y = _net_arrays(smooth, dtype, seed=3, batch=6)
+        with jax.enable_x64(dtype == "float64"):
+            mb = jsnn.model_backend()
+            r = mb.forward_backward(smooth, _on(mb, params), _on(mb, buffers),
+                                    mb.from_numpy(x), mb.from_numpy(y), LIF3)
+            out["loss"] = np.array(r.loss)
+            out.update({k: jb.to_numpy(v) for k, v in [*r.grads.items(), *r.buffers.items()]})
+    assert got["loss"].dtype == np.float64 and sorted(got) == sorted(want)
+    for key in want:
+        if key == "layer0.bias":  # 0 up to rounding: a bias before batch norm
+            assert np.abs(got[key]).max() <= 1e-6
+        elif key in ("loss", "bn0.running_mean", "bn0.running_var"):
+            _assert_close(got[key], want[key], np.float32)
+        else:
+            _assert_grad_close(got[key], want[key], np.float32)
+
+
+def _bn_by_hand(graph: Graph, params: dict[str, np.ndarray], rm: np.ndarray,
+                rv: np.ndarray, x: np.ndarray, y: np.ndarray, t_steps: int, decay: float
+                ) -> dict[str, Any]:
+    """S4.8, S4.13, S2.3 in NumPy for ``weighted -> bn -> [flatten] -> linear`` with a
+    linear or 1x1-conv first layer: loss, gradients, running statistics, eval loss and
+    the first layer's credit (``d_t`` taken before the batch norm)."""
+    w1, b1 = params["layer0.weight"], params["layer0.bias"]
+    w2, b2 = params["layer1.weight"], params["layer1.bias"]
+    gamma, beta = params["bn0.gamma"], params["bn0.beta"]
+    xt = np.broadcast_to(x, (t_steps,) + x.shape) if x.ndim == 1 + len(graph.input_shape) \
+        else x
+    maps = xt.ndim == 5
+    w1m = w1.reshape(w1.shape[:2])
+    a = (np.einsum("tbchw,oc->tbohw", xt, w1m) + b1[:, None, None] if maps
+         else xt @ w1.T + b1)
+    axes = (0, 1, 3, 4) if maps else (0, 1)
+    shape = (-1, 1, 1) if maps else (-1,)
+    n = a.size // a.shape[2]
+    mu, var = a.mean(axis=axes), a.var(axis=axes)
+    xhat = (a - mu.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5)
+    out: dict[str, Any] = {}
+
+    def head(z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        flat = z.reshape(z.shape[:2] + (-1,))
+        logits = (flat @ w2.T + b2).mean(axis=0)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        loss = float(np.sum(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(y)), y]))
+        p[np.arange(len(y)), y] -= 1.0
+        return loss, flat, p / len(y)
+
+    bn_out = gamma.reshape(shape) * xhat + beta.reshape(shape)
+    loss_sum, flat, g_logits = head(bn_out)
+    out["loss"] = loss_sum / len(y)
+    gz = np.broadcast_to(g_logits / t_steps, (t_steps,) + g_logits.shape)
+    out["layer1.weight"] = np.einsum("tbo,tbk->ok", gz, flat)
+    out["layer1.bias"] = gz.sum(axis=(0, 1))
+    gy = (gz @ w2).reshape(a.shape)
+    out["bn0.gamma"] = (gy * xhat).sum(axis=axes)
+    out["bn0.beta"] = gy.sum(axis=axes)
+    mean = lambda v: v.mean(axis=axes).reshape(shape)  # noqa: E731
+    ga = (gamma / np.sqrt(var + 1e-5)).reshape(shape) * (gy - mean(gy) - xhat * mean(gy * xhat))
+    out["layer0.weight"] = (np.einsum("tbohw,tbchw->oc", ga, xt).reshape(w1.shape) if maps
+                            else np.einsum("tbo,tbk->ok", ga, xt))
+    out["bn0.running_mean"] = 0.9 * rm + 0.1 * mu
+    out["bn0.running_var"] = 0.9 * rv + 0.1 * var * n / (n - 1)
+    eval_out = (gamma.reshape(shape) * (a - rm.reshape(shape)) / np.sqrt(rv.reshape(shape)
+                + 1e-5) + beta.reshape(shape))
+    out["eval_loss_sum"] = head(eval_out)[0]
+    if not maps:
+        out["credit0"] = ref.eligibility_credit(np.ascontiguousarray(xt),
+                                                np.ascontiguousarray(ga), w1, decay=decay)
+    return out
+
+
+@pytest.mark.parametrize("maps", [False, True], ids=["features", "maps"])
+@pytest.mark.parametrize("time_major", [False, True], ids=["direct", "time-major"])
+def test_S4_13_batch_norm_by_hand(maps: bool, time_major: bool) -> None:
+    """S4.13 against NumPy: train-mode statistics over the n = T B (H W) entries of a
+    channel (a direct-encoded input counting T times), the backward formula of S4.13
+    through gamma, beta and the layer before, the running-statistics update, eval mode
+    with (rm, rv), and the EID credit of the layer before the batch norm (S2.3)."""
+    if maps:
+        graph = Graph((3, 2, 2), (Node("conv", (-1,), 3, 4, 1), Node("bn", (0,)),
+                                  Node("flatten", (1,)), Node("linear", (2,), 16, 5)))
+    else:
+        graph = Graph((3,), (Node("linear", (-1,), 3, 4), Node("bn", (0,)),
+                             Node("linear", (1,), 4, 5)))
+    params, buffers, x, y = _net_arrays(graph, "float64", seed=1, batch=5,
+                                        time_major=time_major)
+    want = _bn_by_hand(graph, params, buffers["bn0.running_mean"],
+                       buffers["bn0.running_var"], x, y, LIF3.time_steps, 0.6)
+    mb = jsnn.model_backend()
+    ps, bs = _on(mb, params), _on(mb, buffers)
+    r = mb.forward_backward(graph, ps, bs, mb.from_numpy(x), mb.from_numpy(y), LIF3,
+                            None if maps else EIDRequest((0,), (ps["layer0.weight"],), 0.6))
+    assert abs(r.loss - want["loss"]) <= 1e-13 * abs(want["loss"])
+    for key in ("layer1.weight", "layer1.bias", "bn0.gamma", "bn0.beta", "layer0.weight"):
+        assert _scaled(jb.to_numpy(r.grads[key]), want[key]) <= 1e-12, key
+    assert np.abs(jb.to_numpy(r.grads["layer0.bias"])).max() <= 1e-15  # removed by bn
+    for key in ("bn0.running_mean", "bn0.running_var"):
+        np.testing.assert_allclose(jb.to_numpy(r.buffers[key]), want[key], rtol=1e-13)
+    if not maps:
+        assert _scaled(jb.to_numpy(r.credits[0]), want["credit0"]) <= 1e-12
+    e = mb.evaluate(graph, ps, bs, mb.from_numpy(x), mb.from_numpy(y), LIF3)
+    assert abs(e.loss_sum - want["eval_loss_sum"]) <= 1e-13 * abs(want["eval_loss_sum"])
+    assert (e.count, e.spike_sums, e.spike_counts) == (5, (), ())
+
+
+def test_S4_13_one_entry_per_channel_is_refused_in_train_mode_only() -> None:
+    """S4.13: train-mode batch norm over n = 1 entry is a ValueError; eval mode runs."""
+    graph = Graph((3,), (Node("linear", (-1,), 3, 2), Node("bn", (0,)), Node("lif", (1,)),
+                         Node("linear", (2,), 2, 2)))
+    mb = jsnn.model_backend()
+    ps = _on(mb, init_params(graph, 0, 1.0, "float64"))
+    bs = _on(mb, init_buffers(graph, "float64"))
+    x, y = mb.from_numpy(np.ones((1, 3))), mb.from_numpy(np.zeros(1, np.int64))
+    one = LIFParams(time_steps=1)
+    with pytest.raises(ValueError, match=r"n = 1 entries per channel; train mode needs "
+                                         r"n >= 2 \(S4.13\)"):
+        mb.forward_backward(graph, ps, bs, x, y, one)
+    assert mb.evaluate(graph, ps, bs, x, y, one).count == 1
+    assert mb.forward_backward(graph, ps, bs, x, y, LIFParams(time_steps=2)).buffers
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (2, 0)])
+def test_S2_3_conv_credit_is_the_credit_of_the_unfolded_input(stride: int,
+                                                              padding: int) -> None:
+    """S2.3 for conv layers: `conv_credit` (one batched weight gradient over t) equals
+    the NumPy reference's linear credit of the im2col-unfolded input in block layout
+    ``(kh, kw, in)``, every output position being one more row of the batch."""
+    rng = np.random.default_rng(5)
+    t, b, c, o, k, h = 3, 2, 2, 3, 3, 5
+    node = Node("conv", (-1,), c, o, k, stride, padding)
+    ho = (h + 2 * padding - k) // stride + 1
+    x = rng.random((t, b, c, h, h))
+    d = rng.standard_normal((t, b, o, ho, ho))
+    w = rng.standard_normal((o, c, k, k))
+    got = jb.to_numpy(conv_credit(jnp.asarray(x), jnp.asarray(d), jnp.asarray(w), node, 0.7))
+    assert got.shape == (o, k, k, c)
+    xp = np.pad(x, ((0, 0),) * 3 + ((padding, padding),) * 2)
+    cols = np.stack([xp[:, :, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                     for i in range(ho) for j in range(ho)], axis=2)  # (t, b, P, c, k, k)
+    cols = cols.transpose(0, 1, 2, 4, 5, 3).reshape(t, b * ho * ho, k * k * c)
+    rows = d.transpose(0, 1, 3, 4, 2).reshape(t, b * ho * ho, o)
+    want = ref.eligibility_credit(cols, rows, w.transpose(0, 2, 3, 1).reshape(o, -1),
+                                  decay=0.7)
+    assert _scaled(got.reshape(o, -1), want) <= 1e-13
+
+
+def test_S4_16_step_copies_only_loss_count_and_rates_to_the_host(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """S4.16: once the arrays are on the device, a step with batch norm, a residual join
+    and EID makes no implicit host-to-device transfer and fetches to the host one tree of
+    0-d arrays: the loss, the correct count and one firing rate per lif node; the eval
+    pass fetches the loss sum, the correct count and the spike sums."""
+    mb = jsnn.model_backend()
+    params, buffers, x, y = _net_arrays(SMALL, "float32")
+    ps, bs, xs, ys = _on(mb, params), _on(mb, buffers), mb.from_numpy(x), mb.from_numpy(y)
+    eid = _eid_all(SMALL, ps)
+    mb.forward_backward(SMALL, ps, bs, xs, ys, LIF3, eid)  # compile first
+    mb.evaluate(SMALL, ps, bs, xs, ys, LIF3)
+    fetched: list[Any] = []
+    real = jax.device_get
+
+    def recording(tree: Any) -> Any:
+        fetched.append(tree)
+        return real(tree)
+
+    monkeypatch.setattr(jax, "device_get", recording)
+    with jax.transfer_guard("disallow"):
+        r = mb.forward_backward(SMALL, ps, bs, xs, ys, LIF3, eid)
+        mb.evaluate(SMALL, ps, bs, xs, ys, LIF3)
+    assert len(fetched) == 2
+    for tree in fetched:
+        leaves = jax.tree_util.tree_leaves(tree)
+        assert len(leaves) == 2 + len(SMALL.neurons) and all(a.shape == () for a in leaves)
+    assert all(isinstance(v, jax.Array) for v in [*r.grads.values(), *r.credits.values()])
+
+
+def test_S0_5_model_backend_bad_calls_name_the_value() -> None:
+    """S0.5: a wrong graph or neuron type, missing buffers, and bad EID requests (layer out
+    of range or repeated, weights missing, misshapen or of another dtype, decay outside
+    [0, 1]) are errors naming the value."""
+    mb = jsnn.model_backend()
+    params, buffers, x, y = _net_arrays(SMALL, "float64")
+    ps, bs, xs, ys = _on(mb, params), _on(mb, buffers), mb.from_numpy(x), mb.from_numpy(y)
+    with pytest.raises(TypeError, match="graph must be a spikenm.snn.Graph, got tuple"):
+        mb.forward_backward((), ps, bs, xs, ys, LIF3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="lif must be a spikenm.snn.LIFParams, got dict"):
+        mb.evaluate(SMALL, ps, bs, xs, ys, {"beta": 0.5})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"buffers do not match the graph: missing "
+                                         r"\['bn1.running_mean', 'bn1.running_var'\]"):
+        mb.forward_backward(SMALL, ps, {k: v for k, v in bs.items() if "bn1" not in k}, xs,
+                            ys, LIF3)
+    with pytest.raises(TypeError, match=r"x is a ndarray; expected a jax.Array on cpu:0 "
+                                        r"\(use from_numpy\)"):
+        mb.forward_backward(SMALL, ps, bs, x, ys, LIF3)
+    with pytest.raises(TypeError, match=r"params\['layer1.bias'\] is a tracer"):
+        jax.jit(lambda b: mb.evaluate(SMALL, {**ps, "layer1.bias": b}, bs, xs, ys, LIF3))(
+            ps["layer1.bias"])
+    with pytest.raises(TypeError, match="eid must be a spikenm.snn.EIDRequest or None"):
+        mb.forward_backward(SMALL, ps, bs, xs, ys, LIF3, (1,))  # type: ignore[arg-type]
+    w1 = ps["layer1.weight"]
+    for eid, kind, match in (
+            (EIDRequest((4,), (w1,), 0.5), ValueError,
+             r"EID layer 4 does not exist; the graph has 4 weighted layers \(ordinals 0..3\)"),
+            (EIDRequest((-1,), (w1,), 0.5), ValueError, "EID layer -1 does not exist"),
+            (EIDRequest((1, 1), (w1, w1), 0.5), ValueError, r"EID layers \(1, 1\) repeat"),
+            (EIDRequest((1,), (), 0.5), ValueError, "0 weights for 1 layers"),
+            (EIDRequest((0,), (w1,), 0.5), ValueError,
+             r"EID weight of layer 0 has shape \(4, 4, 3, 3\); expected \(4, 2, 3, 3\)"),
+            (EIDRequest((1,), (w1.astype(jnp.float32),), 0.5), TypeError,
+             "EID weight of layer 1 is float32; expected the parameters' dtype float64"),
+            (EIDRequest((1,), (w1,), 1.5), ValueError,
+             r"eid.decay=1.5 is invalid; expected a number in \[0, 1\]")):
+        with pytest.raises(kind, match=match):
+            mb.forward_backward(SMALL, ps, bs, xs, ys, LIF3, eid)
+
+
+@pytest.mark.skipif(not any(d.startswith("gpu:") for d in jsnn.available_devices()),
+                    reason="needs a JAX GPU device")
+def test_S4_16_gpu_step_equals_the_cpu_step() -> None:
+    """S4.16 on a GPU: arrays and results live on ``gpu:0`` and the float64 step equals
+    the CPU step."""
+    params, buffers, x, y = _net_arrays(SMALL, "float64")
+    out = []
+    for device in ("gpu:0", "cpu:0"):
+        mb = jsnn.model_backend(device)
+        ps = _on(mb, params)
+        r = mb.forward_backward(SMALL, ps, _on(mb, buffers), mb.from_numpy(x),
+                                mb.from_numpy(y), LIF3, _eid_all(SMALL, ps))
+        arrays = [*r.grads.values(), *r.buffers.values(), *r.credits.values()]
+        assert all(a.devices() == {mb.jax_device} for a in arrays)
+        out.append(r)
+    gpu, cpu = out
+    assert gpu.correct == cpu.correct and abs(gpu.loss - cpu.loss) <= 1e-12
+    for k in cpu.grads:
+        assert _scaled(jb.to_numpy(gpu.grads[k]), jb.to_numpy(cpu.grads[k])) <= 1e-10, k
+
+
+@pytest.mark.parametrize("module_name", [
+    "spikenm.backends.jax.snn", "spikenm.backends.jax.snn_lif",
+    "spikenm.backends.jax.snn_credit", "spikenm.backends.jax.snn_device"])
+def test_model_backend_docstring_examples_run(module_name: str) -> None:
+    """The examples in the JAX model backend's docstrings run and print what they show."""
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0, result

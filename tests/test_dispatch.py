@@ -93,3 +93,83 @@ def test_S0_5_non_arrays_and_missing_arrays() -> None:
         backend_for(mask=None)
     # None means "not given" and is ignored next to real arrays
     assert backend_for(w=np.zeros(4), mask=None).name == "numpy"
+
+
+# -- the registry's type tests: subclasses, laziness ---------------------------------------
+
+
+def test_S0_subclasses_find_their_framework() -> None:
+    """Each backend's own ``owns(x)`` is an isinstance test, so subclasses dispatch."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    class Tagged(torch.Tensor):
+        pass
+
+    tagged = torch.zeros(8).as_subclass(Tagged)
+    assert type(tagged) is Tagged and type(tagged).__module__ == __name__
+    assert framework_of(tagged) == "torch"
+    out = api.topn_mask(tagged, 2, 4)
+    assert isinstance(out, torch.Tensor) and out.sum().item() == 4.0
+
+    class Sub(np.ndarray):
+        pass
+
+    assert framework_of(np.zeros(4).view(Sub)) == "numpy"
+    seen: list[str] = []
+
+    def traced(x: jax.Array) -> jax.Array:
+        seen.append(framework_of(x))                  # a tracer, not a concrete array
+        return api.topn_mask(x, 2, 4)
+
+    mask = jax.jit(traced)(jnp.arange(8.0))
+    assert seen == ["jax"] and mask.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+
+
+def test_S0_5_masked_arrays_and_their_subclasses_are_refused() -> None:
+    class MyMasked(np.ma.MaskedArray):
+        pass
+
+    for x in (np.ma.masked_array(np.zeros(4), mask=[0, 1, 0, 0]),
+              np.ma.masked_array(np.zeros(4)).view(MyMasked)):
+        with pytest.raises(TypeError, match=r"logits is a NumPy masked array.*logits\.filled"):
+            backend_for(logits=x)
+
+
+def _imported_after(code: str) -> list[str]:
+    watch = ("torch", "jax", "jaxlib", "array_api_strict", "array_api_compat",
+             "spikenm.backends.torch", "spikenm.backends.jax", "spikenm.backends.array_api")
+    script = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import sys
+        print(sorted(m for m in {watch!r} if m in sys.modules))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return eval(result.stdout.strip().splitlines()[-1])
+
+
+def test_S0_dispatch_imports_only_the_frameworks_in_use() -> None:
+    """A backend is asked about an array only when its framework is already imported."""
+    assert _imported_after("import spikenm.registry, spikenm.dispatch") == []
+    assert _imported_after("""
+        import numpy as np
+        from spikenm.dispatch import framework_of
+        assert framework_of(np.zeros(2)) == "numpy"
+        try:
+            framework_of([1.0])
+        except TypeError:
+            pass
+        """) == []
+    with_torch = _imported_after("""
+        import numpy as np, torch
+        from spikenm import api
+        api.topn_mask(np.zeros(4), 2, 4)            # torch is loaded but not asked
+        import sys
+        assert "spikenm.backends.torch" not in sys.modules
+        api.topn_mask(torch.zeros(4), 2, 4)
+        """)
+    assert with_torch == ["spikenm.backends.torch", "torch"]

@@ -145,7 +145,7 @@ def test_S3_7_finalized_torch_model_exports_to_safetensors(tmp_path: Path) -> No
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Conv1d(16, 8, 3), nn.Flatten(), nn.Linear(16, 2))
-    handle = sparsify(model, 2, 4, dense_last=False)
+    handle = sparsify(model, 2, 4, total_steps=1, dense_last=False)
     with torch.no_grad():
         for logits in handle.logit_parameters():
             logits.normal_()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from spikenm import cli
 from spikenm.cli import main
 
 FAST = ["--data", "digits", "--hidden", "32,32", "--set", "run.eval_every=0"]
@@ -26,7 +29,11 @@ def test_train_writes_metrics_checkpoint_model_and_summary(tmp_path, capsys) -> 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "spikenm" and summary["pattern"] == "2:4"
     with np.load(out / "model.npz", allow_pickle=False) as z:
-        assert "layer1/mask" in z.files and "layer0/mask" not in z.files
+        assert "layer1.mask" in z.files and "layer0.mask" not in z.files
+        assert {"layer0.weight", "layer0.bias", "layer2.weight"} <= set(z.files)
+        meta = json.loads(str(z["__meta__"]))
+    assert [n["op"] for n in meta["graph"]["nodes"]] == ["flatten", "linear", "lif", "linear",
+                                                          "lif", "linear"]
     assert (out / "checkpoint.npz").is_file()
 
 
@@ -100,3 +107,45 @@ def test_reproduce_cell_configs_user_settings_win() -> None:
                                                                              False)
     assert cfg.run.seed == 2 and cfg.data.name == "digits"
     assert len(cells(FULL)) == 3 * (1 + 6 * 4)
+
+
+def test_arch_width_and_device_flags(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--arch", "vgg11", "--width-multiplier", "0.125", "--data", "digits",
+                 "--epochs", "1", "--quiet", "--out", str(out), "--device", "cpu",
+                 "--set", "data.train_limit=64", "--set", "data.test_limit=32",
+                 "--batch-size", "32", "--set", "run.eval_every=0"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == "vgg11" and summary["width_multiplier"] == 0.125
+    assert summary["device"] == "cpu" and summary["steps"] == 2
+    assert all(r["check"].startswith("ok") for r in summary["layers"] if r["masked"])
+    with np.load(out / "model.npz", allow_pickle=False) as z:
+        assert "bn0.running_mean" in z.files and "bn0.gamma" in z.files
+        assert z["layer1.weight"].shape == (16, 8, 3, 3)
+
+
+def test_a_device_the_backend_lacks_is_named(capsys) -> None:
+    assert main(["train", "--device", "cuda", "--quiet", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err and "numpy" in err
+
+
+def test_blas_threads_leave_torch_threads_alone() -> None:
+    """--blas-threads sets NumPy's OpenBLAS only; --torch-threads sets PyTorch's."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+    def threads(setup: str) -> list[str]:
+        code = (f"import os; from spikenm import cli; {setup}; import torch; "
+                "print(os.environ.get('OPENBLAS_NUM_THREADS'), torch.get_num_threads()); "
+                "cli._set_torch_threads(1); print(torch.get_num_threads())")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    untouched = threads("pass")
+    assert threads("cli._limit_blas_threads(1)") == ["1", untouched[1], "1"]
+    with pytest.raises(ValueError, match="--torch-threads"):
+        cli._set_torch_threads(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +54,12 @@ def test_json_file(tmp_path) -> None:
     (["optim.epochs=two"], "expected an integer"),
     (["optim.lr=nan"], "finite"),
     (["run.backend=cuda"], "run.backend='cuda'"),
+    (["run.device= "], "run.device"),
+    (["model.arch=vgg16"], "model.arch='vgg16'"),
+    (["model.width_multiplier=0"], "model.width_multiplier=0.0"),
+    (["model.width_multiplier=inf"], "finite"),
+    (["sparsity.method=not a path:x"], "import path"),
+    (["lif.time_steps=0"], "lif.time_steps=0"),
     (["eid.enabled=maybe"], "true or false"),
     (["model.hidden=a,b"], "expected an integer"),
     (["badformat"], "section.key=value"),
@@ -118,3 +125,70 @@ def test_epoch_order_S5_10_is_the_written_permutation() -> None:
     ).permutation(123)
     assert (epoch_order(5, 7, 123) == expected).all()
     assert sorted(epoch_order(5, 7, 123).tolist()) == list(range(123))
+
+
+def test_new_keys_and_import_paths() -> None:
+    cfg = load_config(None, ["model.arch=resnet19", "model.width_multiplier=0.125",
+                             "run.device=cuda:1", "sparsity.method=mypkg.mymod:METHOD",
+                             "run.backend=mypkg.backend:factory"])
+    assert (cfg.model.arch, cfg.model.width_multiplier) == ("resnet19", 0.125)
+    assert (cfg.run.device, cfg.run.backend) == ("cuda:1", "mypkg.backend:factory")
+    assert cfg.sparsity.method == "mypkg.mymod:METHOD"
+    assert TrainConfig().run.device == "cpu" and TrainConfig().model.width_multiplier == 1.0
+
+
+def test_the_lif_section_is_the_core_neuron() -> None:
+    """One definition of the neuron: the [lif] section is `spikenm.snn.LIFParams`."""
+    from spikenm.snn import LIFParams
+    from spikenm.train.config import LIFConfig
+
+    cfg = load_config(None, ["lif.beta=0.9", "lif.reset=soft"])
+    assert isinstance(cfg.lif, LIFParams) and issubclass(LIFConfig, LIFParams)
+    assert cfg.lif.params() == LIFParams(beta=0.9, reset="soft")
+    assert type(cfg.lif.params()) is LIFParams
+    with pytest.raises(ConfigError, match="lif.alpha"):
+        LIFConfig(alpha=-1.0)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "spikenm" / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_build_their_network(path, tmp_path) -> None:
+    """Every shipped configuration loads and builds its network and masked layers (the
+    local datasets from a tiny folder in their real format; on the CPU reference)."""
+    import pickle
+
+    from spikenm.train.setup import build_setup
+
+    cfg = load_config(path)
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    if cfg.data.name.startswith("cifar"):
+        folder, names, key = (("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]
+                               + ["test_batch"], b"labels") if cfg.data.name == "cifar10" else
+                              ("cifar-100-python", ["train", "test"], b"fine_labels"))
+        (root / folder).mkdir(parents=True)
+        for name in names:
+            batch = {b"data": rng.integers(0, 256, (130, 3072)).astype(np.uint8),
+                     key: list(rng.integers(0, 10, 130))}
+            (root / folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    elif cfg.data.name in ("mnist", "fashion_mnist"):
+        raw = root / ("MNIST" if cfg.data.name == "mnist" else "FashionMNIST") / "raw"
+        raw.mkdir(parents=True)
+        for stem, shape in (("train-images-idx3-ubyte", (130, 28, 28)),
+                            ("train-labels-idx1-ubyte", (130,)),
+                            ("t10k-images-idx3-ubyte", (10, 28, 28)),
+                            ("t10k-labels-idx1-ubyte", (10,))):
+            a = rng.integers(0, 10, shape).astype(np.uint8)
+            header = bytes([0, 0, 8, a.ndim]) + b"".join(int(s).to_bytes(4, "big")
+                                                         for s in a.shape)
+            (raw / stem).write_bytes(header + a.tobytes())
+    local = load_config(path, [f"data.root={root}", "run.backend=numpy", "run.device=cpu"])
+    setup = build_setup(local)
+    assert setup.graph.num_classes == setup.data.num_classes
+    if local.sparsity.method != "dense":
+        assert setup.layers and 0 not in setup.layers
+    if "cifar" in path.stem:
+        assert cfg.run.device == "cuda" and cfg.model.arch in ("vgg11", "resnet19")
+        assert cfg.model.arch in path.stem and cfg.data.name in path.stem

@@ -149,3 +149,30 @@ def test_encoding_direct_and_poisson() -> None:
     assert abs(rate - 0.3) < 0.02
     with pytest.raises(ValueError, match="unknown encoding"):
         encode(images, 255.0, "float32", "latency", 4, 0, 0)
+
+
+def test_cifar100_in_the_official_python_format(tmp_path) -> None:
+    """The cifar-100-python files as distributed: protocol-2 pickles of a dict with
+    b'filenames', b'batch_label', b'fine_labels', b'coarse_labels' and b'data' (uint8
+    rows of 1024 red, 1024 green, 1024 blue values, each 32x32 row-major)."""
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, n in (("train", 5), ("test", 3)):
+        data = np.zeros((n, 3072), np.uint8)
+        for i in range(n):
+            data[i, :1024], data[i, 1024:2048], data[i, 2048:] = 10 + i, 20 + i, 30 + i
+            data[i, 1] = 200  # red channel, row 0, column 1
+        batch = {b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+                 b"batch_label": f"{name} batch 1 of 1".encode(),
+                 b"fine_labels": [99 - i for i in range(n)],
+                 b"coarse_labels": [19 - i for i in range(n)], b"data": data}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh, protocol=2)
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"apple"]}, protocol=2))
+    ds = load_dataset(DataConfig(name="cifar100", root=str(tmp_path)))
+    assert ds.x_train.shape == (5, 3, 32, 32) and ds.x_test.shape == (3, 3, 32, 32)
+    assert ds.num_classes == 100 and ds.pixel_max == 255.0
+    assert ds.y_train.tolist() == [99, 98, 97, 96, 95] and ds.y_train.dtype == np.int64
+    assert ds.x_train[2, 0, 5, 5] == 12 and ds.x_train[2, 1, 5, 5] == 22
+    assert ds.x_train[2, 2, 31, 31] == 32 and ds.x_train[0, 0, 0, 1] == 200
+    assert ds.x_test[1, 2, 0, 0] == 31

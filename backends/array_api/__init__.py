@@ -16,6 +16,7 @@ The module itself is the backend object (``BACKEND``); ``from_numpy(a)`` without
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .bound import NamespaceBackend, make_backend
@@ -28,13 +29,20 @@ from .sampler import block_probs, relaxed_topn, sample_mask, topn_mask
 name = "array_api"
 differentiable = False
 
+
+def owns(x: Any) -> bool:
+    """The registry's type test (`spikenm.registry`): any object with
+    ``__array_namespace__`` (asked after every framework-specific backend)."""
+    return hasattr(x, "__array_namespace__")
+
+
 __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
     "block_nnz", "pack", "unpack", "spmm",
-    "make_backend", "NamespaceBackend", "name", "differentiable", "BACKEND",
+    "make_backend", "NamespaceBackend", "name", "differentiable", "owns", "BACKEND",
 ]
 
 BACKEND = sys.modules[__name__]

@@ -32,6 +32,9 @@ Array([[2., 2.],
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import jax
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
@@ -50,12 +53,19 @@ from .sampler import (
 name = "jax"
 differentiable = True
 
+
+def owns(x: Any) -> bool:
+    """The registry's type test (`spikenm.registry`): ``jax.Array``, which tracers inside
+    ``jax.jit``/``jax.grad`` are instances of too."""
+    return isinstance(x, jax.Array)
+
+
 __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
-    "block_nnz", "pack", "unpack", "spmm", "name", "differentiable", "BACKEND",
+    "block_nnz", "pack", "unpack", "spmm", "name", "differentiable", "owns", "BACKEND",
 ]
 
 register_packed()

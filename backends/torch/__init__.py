@@ -10,6 +10,9 @@ same functions.  The module itself is the backend object (``BACKEND``).
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import torch
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
@@ -27,12 +30,19 @@ from .sampler import (
 name = "torch"
 differentiable = True
 
+
+def owns(x: Any) -> bool:
+    """The registry's type test (`spikenm.registry`): ``torch.Tensor`` and its subclasses
+    (``torch.nn.Parameter``, user subclasses)."""
+    return isinstance(x, torch.Tensor)
+
+
 __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
-    "block_nnz", "pack", "unpack", "spmm", "name", "differentiable", "BACKEND",
+    "block_nnz", "pack", "unpack", "spmm", "name", "differentiable", "owns", "BACKEND",
 ]
 
 BACKEND = sys.modules[__name__]

@@ -1,44 +1,66 @@
-"""Learnable N:M sparsity for ordinary PyTorch models: ``sparsify -> train -> finalize``.
+"""The full SpikeNM recipe in your own PyTorch model: ``sparsify -> train -> finalize``.
 
 The workflow of ``torch.ao.pruning`` (prepare, train with ``step()``, squash the mask),
-with the SpikeNM sampler (SPEC S5) instead of a magnitude rule:
+driven by the same method objects as the trainer (`spikenm.methods`, SPEC S6.0).  The
+default is SpikeNM with EID over ``total_steps`` optimizer steps: the search phase with
+its temperature and logit-scale schedules, then fine-tuning with the mask fixed (S5.6,
+S5.8).  A spiking network over ``T`` time steps, written by hand or with snnTorch /
+Norse (one call per time step) or SpikingJelly (a leading time axis)::
+
+    handle = sparsify(model, 2, 4, total_steps=S)
+    for x, y in data:
+        out = run_snn(model, x)                            # your forward over T steps
+        loss = criterion(out, y) + handle.eid_loss()       # the EID term (S2.6, S5.5)
+        opt.zero_grad(); loss.backward(); opt.step()
+        handle.step()                                      # logits, credits, phases
+    handle.finalize()                                      # plain, exactly n:m weights
+
+A small runnable example:
 
 >>> import torch
 >>> from torch import nn
 >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
 ...                       nn.Linear(16, 4))
->>> handle = sparsify(model, 2, 4)                  # masks layer "2" only (first/last dense)
+>>> handle = sparsify(model, 2, 4, total_steps=3)   # masks layer "2" (first/last dense)
 >>> sorted(handle.layers), sorted(handle.dense)
 (['2'], ['0', '4'])
->>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+>>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)  # logits are not in it
 >>> for _ in range(3):
-...     loss = model(torch.randn(5, 8)).square().mean()
+...     loss = model(torch.randn(5, 8)).square().mean() + handle.eid_loss()
 ...     opt.zero_grad(); loss.backward(); opt.step()
-...     handle.step()                               # next mask noise, schedules
->>> masks = handle.finalize()                       # plain, n:m-clean weights
+...     handle.step()
+>>> masks = handle.finalize()
 >>> packed = export_packed(model, 2, 4, dense=handle.dense)
 >>> sorted(packed), packed["2.weight"].values.shape
 (['2.weight'], torch.Size([16, 8]))
 
 What `sparsify` does, per selected ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` /
-``nn.Conv3d``: it registers an `NMMask` parametrization on ``weight`` (blocks of ``m``
-along the input dimension, conv weights channels last, SPEC S0.2), which owns the logits
-and the buffers of the layer, so everything is in the model's ``state_dict``.  There is no
-global state and the optimizer is not touched: the logits are ordinary parameters of the
-model (`SpikeNMHandle.logit_parameters` separates them for their own learning rate,
-S5.7).  A layer is masked, or listed in `SpikeNMHandle.dense` with the reason it is not;
-an input size that is not a multiple of ``m`` is an error unless ``skip_unfit=True``, and
-then the layer is listed in `SpikeNMHandle.skipped` and a warning says so.
+``nn.Conv3d`` (subclasses included, e.g. SpikingJelly's layers): it registers an
+`NMMask` parametrization on ``weight`` (blocks of ``m`` along the input dimension, conv
+weights channels last, S0.2) and hooks that collect the EID credits
+(`spikenm.backends.torch.nn_credit`).  The method state lives in the returned
+`SpikeNMHandle` (`spikenm.backends.torch.nn_handle`, which describes one step), not in
+the model: the user's optimizer takes ``model.parameters()`` as usual, and
+``handle.state_dict()`` goes into a checkpoint next to ``model.state_dict()``.  A layer
+is masked, or listed in `SpikeNMHandle.dense` with the reason it is not; an input size
+that is not a multiple of ``m`` is an error unless ``skip_unfit=True``, and then the
+layer is listed in `SpikeNMHandle.skipped` and a warning says so.
 
-In train mode every access to a masked ``weight`` recomputes ``W * mask`` from the logits
-and the step's noise (drawn once per step), so repeated accesses within one step -- the
-``T`` time steps of a spiking network, gradient accumulation -- see the same mask; wrap
-the forward pass in ``torch.nn.utils.parametrize.cached()`` to compute it once.  Call
-`SpikeNMHandle.step` once per optimizer update, after ``optimizer.step()``.
+Layer ordinal ``k`` (the ``index`` of the noise seed ``seed_of(seed, 0, step, k)``,
+S5.2) is the position of the layer among all Linear/ConvNd modules of
+``model.named_modules()``, masked or not, as the trainer counts the weighted layers of its
+network (S4.14), so a model built like a trainer network draws the trainer's masks.
 
-Layer index ``l`` (in the noise seed ``seed_of(seed, 0, step, l)`` of S5.2) is the
-position of the layer among all Linear/ConvNd modules of ``model.named_modules()``,
-masked or not, as the trainer counts the layers of its network.
+The weight learning rate of the trainer is a cosine over the method's window (S5.6;
+ASP restarts it, S6.5): set ``group["lr"] = lr * handle.lr_factor()`` before
+``optimizer.step()`` to follow it.  When ``handle.current.reset_optimizer`` is True (the
+pruning step of ASP), re-create the weight optimizer before that step's update.
+
+Gradient accumulation and several sequences per step: every forward/backward between two
+`SpikeNMHandle.step` calls uses the step's masks; the task gradients of the logits add up
+as the weights' do, so add ``handle.eid_loss()`` to every micro-batch loss and scale it
+like that loss; the credits of the sequences add up (`nn_credit` says where a sequence
+ends; `SpikeNMHandle.new_sequence` ends one by hand).
 """
 
 from __future__ import annotations
@@ -46,44 +68,25 @@ from __future__ import annotations
 import fnmatch
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from spikenm.api import block_probs, check_nm, final_mask, from_block_layout, layer_fits
-from spikenm.api import pack, to_block_layout
+from spikenm.api import check_nm, layer_fits, pack, to_block_layout
+from spikenm.methods.base import Method, MethodSetup
 from spikenm.packed import Packed
 from spikenm import validation
 
-from .nn_mask import NMMask, Schedule, as_schedule
+from .nn_handle import LayerStats, SpikeNMHandle, numpy_to
+from .nn_mask import NMMask
 
-__all__ = ["sparsify", "SpikeNMHandle", "LayerStats", "export_packed", "Schedule", "NMMask",
-           "SUPPORTED"]
+__all__ = ["sparsify", "SpikeNMHandle", "LayerStats", "export_packed", "NMMask",
+           "SUPPORTED", "resolve_method"]
 
 SUPPORTED: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """Module types whose ``weight`` can carry an N:M mask (blocks along the input axis)."""
-
-
-@dataclass(frozen=True)
-class LayerStats:
-    """Diagnostics of one masked layer (SPEC S1.9).
-
-    Attributes
-    ----------
-    flip_rate : float or None
-        Fraction of mask entries that differ between the hard masks sampled in the last
-        two completed steps; None until two consecutive steps each ran a train-mode
-        forward pass.
-    entropy : float
-        Mean over blocks of ``H = -sum_i p_i log p_i`` with ``p = softmax(scale * logits)``
-        (S1.7) at the current scale; ``log m`` for uniform logits, 0 for a decided block.
-    """
-
-    flip_rate: float | None
-    entropy: float
-
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
@@ -131,20 +134,60 @@ def _describe(name: str, module: nn.Module) -> str:
     return f"layer {name!r} ({type(module).__name__}, weight {tuple(_weight(module).shape)})"
 
 
+def resolve_method(method: Any) -> Method:
+    """A `spikenm.methods.base.Method` from a registry name (``"spikenm"``, ``"srste"``
+    ...), an import path ``package.module:ATTRIBUTE`` (`spikenm.methods.load_method`,
+    the constructor defaults of the trainer's configuration) or a method object.
+
+    Raises
+    ------
+    TypeError
+        An object that is not a method (names the missing calls).
+    ValueError
+        An unknown name or import path; a method that masks no layer (``dense``).
+    """
+    from spikenm.methods import check_method, load_method
+
+    if isinstance(method, str):
+        method = load_method(method)
+    else:
+        method = check_method(method, type(method).__name__)
+    if not getattr(method, "uses_masks", True):
+        raise ValueError(f"method {method.name!r} masks no layer; train the model without "
+                         f"sparsify")
+    return method  # type: ignore[no-any-return]
+
+
+def _steps(total_steps: Any) -> int:
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be the number of optimizer steps of the run, an "
+                         f"integer >= 1, got {total_steps!r}")
+    return total_steps
+
+
 def sparsify(
-    model: nn.Module, n: int, m: int, *, include: Iterable[str] | None = None,
-    exclude: Iterable[str] = (), dense_first: bool = True, dense_last: bool = True,
-    skip_unfit: bool = False, temperature: float | Schedule = 1.0,
-    scale: float | Schedule = 1.0, seed: int = 0,
+    model: nn.Module, n: int, m: int, *, total_steps: int, method: Any = "spikenm",
+    include: Iterable[str] | None = None, exclude: Iterable[str] = (),
+    dense_first: bool = True, dense_last: bool = True, skip_unfit: bool = False,
+    seed: int = 0, time_steps: int | None = None, eid_decay: float | None = None,
 ) -> SpikeNMHandle:
-    """Give the Linear/ConvNd layers of ``model`` learnable ``n:m`` masks (SPEC S5).
+    """Give the Linear/ConvNd layers of ``model`` learnable ``n:m`` masks, trained by
+    ``method`` over ``total_steps`` optimizer steps (SPEC S5, S6).
 
     Parameters
     ----------
     model : nn.Module
-        Changed in place: the selected weights become parametrized.
+        Changed in place: the selected weights become parametrized and hooked.
     n, m : int
         The pattern (SPEC S0.1).
+    total_steps : int
+        ``S``, the optimizer steps of the run: the phases and schedules of the method
+        span them (S5.6, S5.8), as the trainer's ``epochs * floor(N_train / B)``.
+    method : str or Method
+        ``"spikenm"`` (default: SpikeNM with EID, the trainer's default hyper-parameters),
+        any other registry name (``"srste"``, ``"asp"``, ``"maskllm"``, ``"random"``), an
+        import path ``package.module:ATTRIBUTE``, or a method object (e.g.
+        ``spikenm.methods.spikenm.SpikeNM(logit_lr=0.1)``).
     include : collection of str, optional
         Module names (as in ``model.named_modules()``) or ``fnmatch`` patterns of the
         layers that may be masked; default: every supported layer.
@@ -156,11 +199,16 @@ def sparsify(
     skip_unfit : bool
         Keep layers whose input size is not a multiple of ``m`` dense (listed in
         `SpikeNMHandle.skipped`, with a warning) instead of raising.
-    temperature, scale : float or Schedule
-        Sampler temperature ``tau`` and logit scale ``kappa``: a constant, or a
-        `Schedule` advanced by `SpikeNMHandle.step` (S5.6).
     seed : int
-        Run seed of the mask noise ``seed_of(seed, 0, step, layer)`` (S5.2).
+        Run seed of the mask noise ``seed_of(seed, 0, step, k)`` (S5.2).
+    time_steps : int, optional
+        How the EID hooks read time (`spikenm.backends.torch.nn_credit`): None (default)
+        for time steps as repeated calls, or a leading time axis ``(T, B, ...)``; ``T``
+        when every call holds ``T`` steps, as ``(T, B, ...)`` or flattened ``(T * B,
+        ...)``.
+    eid_decay : float, optional
+        Trace decay ``lam`` of the credits (S2.1), normally the neurons' membrane decay
+        ``beta``; default: the method's, else 0.5 (the default LIF ``beta``).
 
     Returns
     -------
@@ -169,10 +217,11 @@ def sparsify(
     Raises
     ------
     ValueError
-        Bad pattern; an ``include``/``exclude`` entry that matches no supported layer; an
-        ``include`` name that ``dense_first``/``dense_last`` would drop; a layer whose
-        input size is not a multiple of ``m`` (without ``skip_unfit``); an already
-        parametrized or uninitialised (lazy) weight; no layer left to mask.
+        Bad pattern or ``total_steps``; an ``include``/``exclude`` entry that matches no
+        supported layer; an ``include`` name that ``dense_first``/``dense_last`` would
+        drop; a layer whose input size is not a multiple of ``m`` (without
+        ``skip_unfit``); an already parametrized or uninitialised (lazy) weight; masked
+        weights on several devices or dtypes; no layer left to mask.
     TypeError
         A weight that is not float32/float64 (SPEC S0.4); bad argument types.
 
@@ -182,18 +231,18 @@ def sparsify(
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 8, 3),
     ...                           torch.nn.Flatten(), torch.nn.LazyLinear(4))
     >>> _ = net(torch.zeros(1, 3, 8, 8))            # materialise the lazy layer
-    >>> h = sparsify(net, 2, 4)
-    >>> h.layers["1"].parametrizations.weight[0].logits.shape    # (out, k, k, in)
-    torch.Size([8, 3, 3, 8])
+    >>> h = sparsify(net, 2, 4, total_steps=100)
+    >>> h.ordinals, h.logit_parameters()[0].shape   # logits: (out, k, k, in)
+    ({'1': 1}, torch.Size([8, 3, 3, 8]))
     """
     n, m = validation.pattern(n, m)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    total_steps = _steps(total_steps)
     seed = validation.seed(seed)
-    if seed >= 2**63:
-        raise ValueError(f"seed must be < 2**63 (it is kept in an int64 buffer), got {seed}")
-    schedules = {"temperature": as_schedule("temperature", temperature),
-                 "scale": as_schedule("scale", scale)}
+    method = resolve_method(method)
+    if eid_decay is not None:
+        eid_decay = validation.unit_interval("eid_decay", eid_decay)
     inc = _patterns("include", include)
     exc = _patterns("exclude", exclude) or ()
     candidates = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, SUPPORTED)]
@@ -239,21 +288,32 @@ def sparsify(
             f"no layer left to mask among {names} (dense: {dense}); adjust include/exclude "
             f"or dense_first/dense_last"
         )
+    kinds = {(str(_weight(mod).dtype), str(_weight(mod).device)) for _, _, mod in chosen}
+    if len(kinds) > 1:
+        raise ValueError(f"the masked weights have several dtypes/devices {sorted(kinds)}; "
+                         f"move the model to one device and dtype first")
     if skipped:
         warnings.warn(
             f"sparsify keeps {len(skipped)} layer(s) dense because their input size is not "
             f"a multiple of m={m}: {'; '.join(skipped.values())}",
             UserWarning, stacklevel=2,
         )
-    layers: dict[str, nn.Module] = {}
+    first = _weight(chosen[0][2])
+    setup = MethodSetup(
+        n=n, m=m, layers=tuple(index for index, _, _ in chosen),
+        weight_shapes={index: tuple(_weight(mod).shape) for index, _, mod in chosen},
+        total_steps=total_steps, seed=seed,
+        dtype="float64" if first.dtype == torch.float64 else "float32",
+        from_numpy=numpy_to(first.device))
+    layers = {name: mod for _, name, mod in chosen}
+    ordinals = {name: index for index, name, _ in chosen}
+    handle = SpikeNMHandle(n, m, method, setup, layers, ordinals, dense, skipped,
+                           time_steps, eid_decay)
     for index, name, mod in chosen:
-        mask = NMMask(_weight(mod), n, m, layer_index=index, seed=seed,
-                      temperature=schedules["temperature"].at(0), scale=schedules["scale"].at(0))
+        mask = NMMask(handle, index, n, m)
         mask.train(mod.training)
-        parametrize.register_parametrization(mod, "weight", mask)
-        layers[name] = mod
-    return SpikeNMHandle(n, m, layers, dense, skipped, schedules["temperature"],
-                         schedules["scale"])
+        parametrize.register_parametrization(mod, "weight", mask, unsafe=True)
+    return handle
 
 
 def _check_weight(name: str, mod: nn.Module) -> None:
@@ -272,162 +332,6 @@ def _check_weight(name: str, mod: nn.Module) -> None:
             f"layer {name!r} has a {_weight(mod).dtype} weight; the sampler needs float32 or "
             f"float64 (SPEC S0.4): cast the model with model.float() first"
         )
-
-
-class SpikeNMHandle:
-    """What `sparsify` returns: the masked layers and the step of their masks.
-
-    Attributes
-    ----------
-    n, m : int
-        The pattern.
-    layers : dict str -> nn.Module
-        Masked layers by module name (each with an `NMMask` on ``weight``).
-    dense : dict str -> str
-        Every other Linear/ConvNd layer, with the reason it is dense (first/last layer,
-        include/exclude, or skipped as unfit).
-    skipped : dict str -> str
-        The layers kept dense because their input size does not fit ``m``.
-    temperature, scale : Schedule
-        The schedules of the sampler's temperature and logit scale.
-    """
-
-    def __init__(self, n: int, m: int, layers: dict[str, nn.Module], dense: dict[str, str],
-                 skipped: dict[str, str], temperature: Schedule, scale: Schedule) -> None:
-        self.n, self.m = n, m
-        self.layers = layers
-        self.dense = dense
-        self.skipped = skipped
-        self.temperature = temperature
-        self.scale = scale
-        self.finalized = False
-        self._flips: dict[str, tuple[float, int] | None] = {name: None for name in layers}
-        self._previous: dict[str, torch.Tensor | None] = {name: None for name in layers}
-
-    def __repr__(self) -> str:
-        state = "finalized" if self.finalized else f"step={self.step_count}"
-        return (f"SpikeNMHandle({self.n}:{self.m}, {state}, masked={list(self.layers)}, "
-                f"dense={list(self.dense)})")
-
-    def mask_module(self, name: str) -> NMMask:
-        """The `NMMask` of masked layer ``name``."""
-        self._open()
-        if name not in self.layers:
-            raise KeyError(f"{name!r} is not a masked layer; masked layers: {list(self.layers)}")
-        mod = self.layers[name]
-        if not parametrize.is_parametrized(mod, "weight"):
-            raise RuntimeError(f"layer {name!r} lost its parametrization outside the handle")
-        chain = mod.parametrizations["weight"]  # type: ignore[index]
-        if len(chain) != 1 or not isinstance(chain[0], NMMask):
-            raise RuntimeError(
-                f"layer {name!r} has parametrizations {[type(p).__name__ for p in chain]}; "
-                f"expected exactly one NMMask"
-            )
-        return chain[0]
-
-    def _open(self) -> None:
-        if self.finalized:
-            raise RuntimeError("this handle was finalized: the model has plain weights now")
-
-    def _masks(self) -> dict[str, NMMask]:
-        return {name: self.mask_module(name) for name in self.layers}
-
-    @property
-    def step_count(self) -> int:
-        """The current step ``s`` (from the layers' ``step`` buffers, so it survives a
-        ``state_dict`` round trip)."""
-        steps = {name: int(p.step) for name, p in self._masks().items()}
-        if len(set(steps.values())) != 1:
-            raise RuntimeError(f"the masked layers are at different steps: {steps}")
-        return next(iter(steps.values()))
-
-    def logit_parameters(self) -> list[nn.Parameter]:
-        """The mask logits of every masked layer, e.g. for their own optimizer group::
-
-            logits = handle.logit_parameters()
-            ids = {id(p) for p in logits}
-            rest = [p for p in model.parameters() if id(p) not in ids]
-            opt = torch.optim.Adam([{"params": rest}, {"params": logits, "lr": 0.05}])
-        """
-        return [p.logits for p in self._masks().values()]
-
-    def step(self) -> None:
-        """End the current step: record the mask flip rate, advance ``step`` (new mask
-        noise) and set the temperature and scale of the next step from their schedules.
-
-        Call it once per optimizer update, after ``optimizer.step()``.
-        """
-        masks = self._masks()
-        nxt = self.step_count + 1
-        tau, kappa = self.temperature.at(nxt), self.scale.at(nxt)
-        for name, p in masks.items():
-            current, previous = p.sampled, self._previous[name]
-            if current is not None and previous is not None and current.shape == previous.shape:
-                self._flips[name] = (float((current != previous).sum()), current.numel())
-            else:
-                self._flips[name] = None
-            self._previous[name] = current
-            p.sampled = None
-            with torch.no_grad():
-                p.step.add_(1)
-                p.temperature.fill_(tau)
-                p.scale.fill_(kappa)
-
-    def stats(self) -> dict[str, LayerStats]:
-        """Flip rate of the last completed step and block entropy, per masked layer."""
-        out = {}
-        for name, p in self._masks().items():
-            probs = block_probs(p.logits.detach(), self.m, scale=float(p.scale))
-            blocks = probs.reshape(-1, self.m)
-            entropy = float(-torch.special.xlogy(blocks, blocks).sum(-1).mean())
-            flips = self._flips[name]
-            out[name] = LayerStats(None if flips is None else flips[0] / flips[1], entropy)
-        return out
-
-    @property
-    def flip_rate(self) -> float | None:
-        """Flip rate of the last completed step, all masked layers pooled (S5.9)."""
-        flips = [f for f in (self._flips[name] for name in self.layers) if f is not None]
-        if len(flips) != len(self.layers):
-            return None
-        return sum(f[0] for f in flips) / sum(f[1] for f in flips)
-
-    def fix_masks(self) -> None:
-        """Fix every mask to ``final_mask(logits)`` from now on, in train mode too (the
-        fine-tuning phase of S5.8): the weights keep training with ``dL/dW = G * mask``,
-        the logits get no more gradient.  Stored in the ``fixed`` buffers."""
-        for p in self._masks().values():
-            with torch.no_grad():
-                p.fixed.fill_(True)
-
-    def masks(self) -> dict[str, torch.Tensor]:
-        """The final masks ``final_mask(logits)`` per masked layer, weight layout."""
-        return {name: from_block_layout(final_mask(p.logits.detach(), self.n, self.m))
-                for name, p in self._masks().items()}
-
-    def finalize(self) -> dict[str, torch.Tensor]:
-        """Squash the masks into the weights and remove the parametrizations.
-
-        Each masked layer's weight becomes the plain parameter ``W * final_mask(logits)``
-        (the same ``nn.Parameter`` object as the original weight, so an optimizer that
-        holds it stays valid); the logits and buffers go away.  Every weight is then
-        checked with `spikenm.api.check_nm`.  The handle is closed afterwards.
-
-        Returns
-        -------
-        dict str -> torch.Tensor
-            The final 0/1 mask of every masked layer, in the weight's layout.
-        """
-        masks = self.masks()
-        for name, mod in self.layers.items():
-            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
-            with torch.no_grad():
-                _weight(mod).mul_(masks[name])
-        self.finalized = True
-        for name, mod in self.layers.items():
-            check_nm(to_block_layout(_weight(mod).detach()), self.n, self.m,
-                     name=f"{name}.weight")
-        return masks
 
 
 def export_packed(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()

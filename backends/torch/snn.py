@@ -1,169 +1,81 @@
-"""PyTorch model backend of the trainer: a spiking MLP / conv net trained by BPTT with
-autograd (SPEC S4), implementing `spikenm.train.model_backend.ModelBackend`.
+"""PyTorch model backend: a spiking `spikenm.snn.graph.Graph` trained by BPTT with
+autograd (SPEC S4), implementing `spikenm.snn.model.ModelBackend` on one device (S4.16).
 
-Activations are time-major ``[T, B, ...]`` in torch's channels-first layout, so a Linear
-layer after a conv layer sees ``(C, H, W)``-ordered features by a plain reshape (S4.2).
-Per layer, the currents of all ``T`` steps are one product (the time axis merged into the
-batch axis; a static, direct-encoded input is multiplied once and broadcast over ``T``):
-
-    I_t = x_t W^T + b                      (Linear)
-    I_t = conv2d(x_t, W, stride, padding) + b   (Conv2d, cross-correlation)
-
-then the LIF recurrence of `spikenm.backends.torch.snn_lif` runs over ``t``.  The readout
-returns ``logits = (1/T) sum_t I_t`` and the loss is the batch-mean cross-entropy (S4.8).
-One ``torch.autograd.grad`` call gives ``dL/dW_eff``, ``dL/db`` and, for EID, the learning
-signals ``d_t = dL/dI_t`` of the requested layers (the gradient w.r.t. their current
-tensors).  Everything stays on the tensors' device; only the loss, the correct count and
-the firing rates are copied to the host, in one transfer.
-
-The module itself is the backend object (``MODEL_BACKEND``).
+``model_backend(device)`` returns a `TorchModelBackend` bound to ``device`` (``"cpu"``,
+``"cuda"``, ``"cuda:1"``, ``"mps"``).  The forward pass is
+`spikenm.backends.torch.snn_graph.graph_forward`; one ``torch.autograd.grad`` call over
+that single graph gives ``dL/dparam`` for every parameter and, for EID, the learning
+signals ``d_t = dL/dI_t`` of the requested layers (the gradient of their current tensors,
+before any batch norm), from which `spikenm.backends.torch.snn_credit` computes the
+credits (S2.3).  Everything stays on the device; a step copies to the host only the loss,
+the correct count and the firing rates, in one transfer.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikenm.train.config import LIFConfig
-from spikenm.train.model_backend import (
-    check_call,
-    Arch, EIDRequest, EvalResult, LayerParams, LayerSpec, StepResult,
-)
+from spikenm.snn.graph import Graph
+from spikenm.snn.model import EIDRequest, EvalResult, StepResult, check_call
+from spikenm.snn.neuron import LIFParams
 
 from . import arrays
-from .eid import eligibility_credit
-from .snn_lif import lif_over_time
+from .snn_credit import layer_credit
+from .snn_graph import graph_forward
 
-__all__ = ["name", "from_numpy", "to_numpy", "forward_backward", "evaluate",
-           "conv_credit", "MODEL_BACKEND"]
-
-name = "torch"
+__all__ = ["TorchModelBackend", "model_backend", "available_devices", "canonical_device"]
 
 
-def from_numpy(a: np.ndarray) -> torch.Tensor:
-    """``a`` as a CPU torch tensor with the same dtype and values (a copy)."""
-    return arrays.from_numpy(a)
+def available_devices() -> list[str]:
+    """The devices torch can use here: ``"cpu"``, ``"cuda:i"`` per GPU, ``"mps"``."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
 
 
-def to_numpy(x: torch.Tensor) -> np.ndarray:
-    """A NumPy copy of ``x``."""
-    return arrays.to_numpy(x)
+def canonical_device(device: str | torch.device) -> torch.device:
+    """``device`` as an existing torch device (``"cuda"`` is the current CUDA device).
 
+    Raises
+    ------
+    TypeError
+        When ``device`` is not a string or a ``torch.device``.
+    ValueError
+        When it names no device, or one this machine does not have (the message lists
+        `available_devices`).
 
-
-
-
-
-def _current(spec: LayerSpec, p: LayerParams, a: torch.Tensor, lead: int) -> torch.Tensor:
-    """Synaptic current (S4.2) of input ``a`` ``(*lead, ...)``, leading axes kept."""
-    if spec.kind == "linear":
-        return F.linear(a, p.weight, p.bias)
-    merged = a.reshape((-1,) + tuple(a.shape[lead:]))
-    out = F.conv2d(merged, p.weight, p.bias, stride=spec.stride, padding=spec.padding)
-    return out.reshape(tuple(a.shape[:lead]) + tuple(out.shape[1:]))
-
-
-
-def _pool(s: torch.Tensor, q: int) -> torch.Tensor:
-    """``q x q`` average pooling (stride ``q``) of spikes ``(T, B, C, H, W)`` (S4.6)."""
-    pooled = F.avg_pool2d(s.reshape((-1,) + tuple(s.shape[2:])), q)
-    return pooled.reshape(tuple(s.shape[:2]) + tuple(pooled.shape[1:]))
-
-
-@dataclass
-class _Pass:
-    """One forward pass: logits, spikes and, per layer, its input and its currents."""
-
-    logits: torch.Tensor
-    spikes: list[torch.Tensor]        # (T, B, ...) per LIF layer, before pooling
-    inputs: list[torch.Tensor]        # layer input, (B, ...) when static else (T, B, ...)
-    static: list[bool]
-    currents: list[torch.Tensor]      # (T, B, ...) per layer
-
-
-def _forward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor, lif: LIFConfig,
-             static: bool) -> _Pass:
-    """The network of S4 on ``x`` (``static``: ``(B, ...)`` shown at every step)."""
-    t_steps = lif.time_steps
-    last = len(arch.layers) - 1
-    a = x
-    spikes: list[torch.Tensor] = []
-    inputs: list[torch.Tensor] = []
-    statics: list[bool] = []
-    currents: list[torch.Tensor] = []
-    for index, (spec, p) in enumerate(zip(arch.layers, params)):
-        lead = 1 if static else 2
-        if spec.kind == "linear":
-            a = a.reshape(tuple(a.shape[:lead]) + (-1,))  # (C, H, W) order (S4.2)
-        elif a.ndim != lead + 3:
-            raise ValueError(f"conv layer {index} needs (C, H, W) inputs; it gets shape "
-                             f"{tuple(a.shape[lead:])}")
-        inputs.append(a)
-        statics.append(static)
-        current = _current(spec, p, a, lead)
-        if static:  # x_t = x at every step (S4.7)
-            current = current.expand((t_steps,) + tuple(current.shape))
-        currents.append(current)
-        if index == last:
-            return _Pass(current.mean(dim=0), spikes, inputs, statics, currents)
-        s = lif_over_time(current, lif)
-        spikes.append(s)
-        if spec.kind == "conv" and spec.pool > 1:
-            s = _pool(s, spec.pool)
-        a = s
-        static = False
-    raise ValueError("arch has no layers")
-
-
-def _traced_input(a: torch.Tensor, static: bool, t_steps: int) -> torch.Tensor:
-    """The layer input as ``(T, B, ...)`` (a static input repeated over ``t``)."""
-    return a.expand((t_steps,) + tuple(a.shape)) if static else a
-
-
-def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, spec: LayerSpec,
-                decay: float) -> torch.Tensor:
-    """EID credit of a conv layer (SPEC S2.3) in block layout ``(out, k, k, in)``.
-
-    ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input images, and
-
-        c = |W| * sum_t | conv_weight_grad(e_t, d_t) |
-
-    where ``conv_weight_grad(e, d)[o, c, a, b] = sum_{n, i, j} d[n, o, i, j]
-    epad[n, c, i s + a, j s + b]`` is the weight gradient of the convolution -- the inner
-    sum ``sum_b d_t[b, o] e_t[b, k]`` of S2.3 over im2col columns ``k = (a, b, c)``.
-
-    Parameters
-    ----------
-    x : ``(T, B, C, H, W)`` layer input
-    d : ``(T, B, O, Ho, Wo)`` ``dL/dI_t``
-    weight : ``(O, C, k, k)`` dense weight
-    spec : the layer's geometry
-    decay : trace decay in ``[0, 1]``
+    Examples
+    --------
+    >>> canonical_device("cpu")
+    device(type='cpu')
     """
-    trace = torch.zeros_like(x[0])
-    total = torch.zeros_like(weight)
-    shape = tuple(weight.shape)
-    for t in range(x.shape[0]):
-        trace = decay * trace + x[t]
-        total = total + torch.abs(torch.nn.grad.conv2d_weight(
-            trace, shape, d[t], stride=spec.stride, padding=spec.padding))
-    return (torch.abs(weight) * total).permute(0, 2, 3, 1).contiguous()
-
-
-def _credit(spec: LayerSpec, a: torch.Tensor, static: bool, d: torch.Tensor,
-            weight: torch.Tensor, decay: float) -> torch.Tensor:
-    """EID credit (S2.3) of one layer from its input, ``d_t`` and the dense weight."""
-    t_steps = d.shape[0]
-    x = _traced_input(a, static, t_steps)
-    weight = weight.detach()
-    if spec.kind == "linear":
-        return eligibility_credit(x, d, weight, decay)
-    return conv_credit(x, d, weight, spec, decay)
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device={device!r} is a {type(device).__name__}; expected a string "
+                        f"such as 'cpu' or 'cuda:0'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device ({exc}); available "
+                         f"devices: {available_devices()}") from exc
+    if dev.type == "cpu" and dev.index in (None, 0):
+        return torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index < torch.cuda.device_count():
+            return torch.device("cuda", index)
+    if dev.type == "mps" and dev.index in (None, 0) and "mps" in available_devices():
+        return torch.device("mps")
+    raise ValueError(f"device {str(device)!r} is not available; available devices: "
+                     f"{available_devices()}")
 
 
 def _host_floats(values: list[torch.Tensor]) -> list[float]:
@@ -171,50 +83,166 @@ def _host_floats(values: list[torch.Tensor]) -> list[float]:
     return torch.stack([v.detach().to(torch.float64) for v in values]).tolist()
 
 
-def forward_backward(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor,
-                     y: torch.Tensor, lif: LIFConfig, eid: EIDRequest | None = None
-                     ) -> StepResult:
-    """Loss, correct count, ``dL/dW_eff``, EID credits and firing rates (S4, S2.3)."""
-    static, _ = check_call(arch, params, x, y, lif, arrays.dtype_name)
-    eid_layers = () if eid is None else tuple(eid.layers)
-    for layer in eid_layers:
-        if not 0 <= layer < len(arch.layers):
-            raise ValueError(f"EID layer {layer} does not exist; the arch has "
-                             f"{len(arch.layers)} layers")
-    leaves = tuple(LayerParams(p.weight.detach().requires_grad_(True),
-                               p.bias.detach().requires_grad_(True)) for p in params)
-    with torch.enable_grad():
-        run = _forward(arch, leaves, x, lif, static)
-        loss = F.cross_entropy(run.logits, y.long())
-        wrt = [a for p in leaves for a in (p.weight, p.bias)]
-        wrt += [run.currents[layer] for layer in eid_layers]
-        grads = torch.autograd.grad(loss, wrt)
-    n = len(leaves)
-    layer_grads = tuple(LayerParams(grads[2 * i], grads[2 * i + 1]) for i in range(n))
-    credits: dict[int, torch.Tensor] = {}
-    if eid is not None:
+def _rate(s: torch.Tensor) -> torch.Tensor:
+    """Mean of a spike tensor, summed in float64 (exact counts, S4.9)."""
+    return s.sum(dtype=torch.float64) / s.numel()
+
+
+class TorchModelBackend:
+    """The torch model backend on one device (module docstring; SPEC S4, S4.16).
+
+    Attributes
+    ----------
+    name : ``"torch"``
+    device : str
+        The canonical device string (``"cpu"``, ``"cuda:0"`` ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spikenm.snn import LIFParams, init_buffers, init_params, mlp
+    >>> g = mlp((4,), 3, (8,))
+    >>> mb = model_backend("cpu")
+    >>> p = {k: mb.from_numpy(v) for k, v in init_params(g, 0, 2.0, "float64").items()}
+    >>> x = mb.from_numpy(np.full((2, 4), 0.5)); y = mb.from_numpy(np.array([0, 1]))
+    >>> r = mb.forward_backward(g, p, {}, x, y, LIFParams())
+    >>> sorted(r.grads), r.grads["layer0.weight"].shape
+    (['layer0.bias', 'layer0.weight', 'layer1.bias', 'layer1.weight'], torch.Size([8, 4]))
+    """
+
+    name = "torch"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self._device = canonical_device(device)
+        self.device = str(self._device)
+
+    def __repr__(self) -> str:
+        return f"TorchModelBackend(device={self.device!r})"
+
+    # -- arrays --------------------------------------------------------------------------
+    def from_numpy(self, a: np.ndarray) -> torch.Tensor:
+        """``a`` as a torch tensor on `device` (a copy, same dtype and values)."""
+        return arrays.from_numpy(np.asarray(a)).to(self._device)
+
+    def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        """A host NumPy copy of ``x``."""
+        return arrays.to_numpy(x)
+
+    # -- checks --------------------------------------------------------------------------
+    def _check(self, graph: Graph, params: Mapping[str, Any], buffers: Mapping[str, Any],
+               x: Any, y: Any, lif: Any) -> tuple[bool, int]:
+        """Types and devices of every input, then `check_call`."""
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph is a {type(graph).__name__}; expected a "
+                            f"spikenm.snn.Graph")
+        if not isinstance(lif, LIFParams):
+            raise TypeError(f"lif is a {type(lif).__name__}; expected spikenm.snn.LIFParams")
+        named = [(f"params[{k!r}]", v) for k, v in params.items()]
+        named += [(f"buffers[{k!r}]", v) for k, v in buffers.items()]
+        named += [("x", x)] + ([] if y is None else [("y", y)])
+        for label, value in named:
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{label} is a {type(value).__name__}; expected a "
+                                f"torch.Tensor (use the backend's from_numpy)")
+            if value.device != self._device:
+                raise ValueError(f"{label} is on device {str(value.device)!r}; this backend "
+                                 f"runs on {self.device!r} (use its from_numpy)")
+        return check_call(graph, params, buffers, x, y, lif, arrays.dtype_name)
+
+    def _eid_layers(self, graph: Graph, params: Mapping[str, torch.Tensor],
+                    eid: EIDRequest | None) -> tuple[int, ...]:
+        if eid is None:
+            return ()
+        if not isinstance(eid, EIDRequest):
+            raise TypeError(f"eid is a {type(eid).__name__}; expected a "
+                            f"spikenm.snn.EIDRequest or None")
+        layers = tuple(eid.layers)
+        n = len(graph.layers)
+        for k in layers:
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
+                raise ValueError(f"EID layer {k!r} does not exist; the graph has layers "
+                                 f"0..{n - 1}")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"EID layers {layers} repeat a layer")
+        if len(eid.weights) != len(layers):
+            raise ValueError(f"EID request has {len(eid.weights)} weights for {len(layers)} "
+                             f"layers; expected one per layer")
+        decay = eid.decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
+                or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"eid.decay={decay!r} is invalid; expected a number in [0, 1]")
+        for k, w in zip(layers, eid.weights):
+            like = params[f"layer{k}.weight"]
+            if not isinstance(w, torch.Tensor) or tuple(w.shape) != tuple(like.shape) \
+                    or w.dtype != like.dtype or w.device != like.device:
+                got = (f"{tuple(w.shape)} {arrays.dtype_name(w)} on {w.device}"
+                       if isinstance(w, torch.Tensor) else type(w).__name__)
+                raise ValueError(f"EID weight of layer {k} is {got}; expected a tensor like "
+                                 f"layer{k}.weight: {tuple(like.shape)} "
+                                 f"{arrays.dtype_name(like)} on {like.device}")
+        return layers
+
+    # -- the two calls -------------------------------------------------------------------
+    def forward_backward(self, graph: Graph, params: Mapping[str, torch.Tensor],
+                         buffers: Mapping[str, torch.Tensor], x: torch.Tensor,
+                         y: torch.Tensor, lif: LIFParams, eid: EIDRequest | None = None
+                         ) -> StepResult:
+        """Train mode (S4, S4.13): loss, correct count, ``dL/dparam``, new running
+        statistics, EID credits (S2.3) and firing rates (S4.9)."""
+        static, _ = self._check(graph, params, buffers, x, y, lif)
+        layers = self._eid_layers(graph, params, eid)
+        keys = list(graph.param_shapes())
+        leaves = {k: params[k].detach().requires_grad_(True) for k in keys}
+        with torch.enable_grad():
+            run = graph_forward(graph, leaves, buffers, x, lif, train=True, static=static,
+                                keep=layers)
+            loss = F.cross_entropy(run.logits, y.long())
+            wrt = [leaves[k] for k in keys] + [run.currents[k] for k in layers]
+            found = torch.autograd.grad(loss, wrt, allow_unused=True)
+        grads = [torch.zeros_like(w) if g is None else g for g, w in zip(found, wrt)]
+        credits: dict[int, torch.Tensor] = {}
+        if eid is not None:
+            with torch.no_grad():
+                for j, k in enumerate(layers):
+                    a, st = run.inputs[k]
+                    credits[k] = layer_credit(graph.layer_node(k), a.detach(), st,
+                                              grads[len(keys) + j], eid.weights[j],
+                                              float(eid.decay))
+        correct = (torch.argmax(run.logits.detach(), dim=1) == y).sum()
+        host = _host_floats([loss, correct] + [_rate(s.detach()) for s in run.spikes])
+        return StepResult(loss=host[0], correct=int(host[1]),
+                          grads=dict(zip(keys, grads[:len(keys)])),
+                          buffers={k: run.buffers[k] for k in graph.buffer_shapes()},
+                          credits=credits, firing_rates=tuple(host[2:]))
+
+    def evaluate(self, graph: Graph, params: Mapping[str, torch.Tensor],
+                 buffers: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 lif: LIFParams) -> EvalResult:
+        """Eval mode (running statistics, S4.13): summed loss, correct count and spike
+        sums (S4.8, S4.9); nothing changes."""
+        static, batch = self._check(graph, params, buffers, x, y, lif)
         with torch.no_grad():
-            for j, (layer, weight) in enumerate(zip(eid.layers, eid.weights)):
-                credits[layer] = _credit(arch.layers[layer], run.inputs[layer].detach(),
-                                         run.static[layer], grads[2 * n + j], weight,
-                                         float(eid.decay))
-    correct = (torch.argmax(run.logits.detach(), dim=1) == y).sum()
-    host = _host_floats([loss, correct] + [s.detach().mean() for s in run.spikes])
-    return StepResult(host[0], int(host[1]), layer_grads, credits, tuple(host[2:]))
+            run = graph_forward(graph, params, buffers, x, lif, train=False, static=static)
+            loss_sum = F.cross_entropy(run.logits, y.long(), reduction="sum")
+            correct = (torch.argmax(run.logits, dim=1) == y).sum()
+            host = _host_floats([loss_sum, correct]
+                                + [s.sum(dtype=torch.float64) for s in run.spikes])
+        return EvalResult(loss_sum=host[0], correct=int(host[1]), count=int(batch),
+                          spike_sums=tuple(host[2:]),
+                          spike_counts=tuple(int(s.numel()) for s in run.spikes))
 
 
-def evaluate(arch: Arch, params: tuple[LayerParams, ...], x: torch.Tensor, y: torch.Tensor,
-             lif: LIFConfig) -> EvalResult:
-    """Forward pass only: summed loss, correct count and spike sums (S4.8, S4.9)."""
-    static, batch = check_call(arch, params, x, y, lif, arrays.dtype_name)
-    with torch.no_grad():
-        run = _forward(arch, params, x, lif, static)
-        loss_sum = F.cross_entropy(run.logits, y.long(), reduction="sum")
-        correct = (torch.argmax(run.logits, dim=1) == y).sum()
-        host = _host_floats([loss_sum, correct] + [s.sum() for s in run.spikes])
-    return EvalResult(host[0], int(host[1]), int(batch), tuple(host[2:]),
-                      tuple(int(s.numel()) for s in run.spikes))
+def model_backend(device: str = "cpu") -> TorchModelBackend:
+    """The torch model backend bound to ``device`` (S4.16).
 
+    Raises
+    ------
+    ValueError
+        When ``device`` does not exist here; the message lists the available devices.
 
-MODEL_BACKEND: Any = sys.modules[__name__]
-"""This module is the backend object."""
+    Examples
+    --------
+    >>> model_backend().device
+    'cpu'
+    """
+    return TorchModelBackend(device)

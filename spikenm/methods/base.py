@@ -83,6 +83,12 @@ class MethodState:
     arrays: Mapping[str, Array] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
 
+    def group(self, prefix: str) -> dict[int, Array]:
+        """The arrays named ``prefix + str(layer)``, keyed by layer ordinal (e.g.
+        ``state.group("logits/")``)."""
+        return {int(key[len(prefix):]): value for key, value in self.arrays.items()
+                if key.startswith(prefix) and key[len(prefix):].isdigit()}
+
 
 @dataclass(frozen=True)
 class StepMasks:
@@ -124,10 +130,22 @@ class StepMasks:
     credit_layers: tuple[int, ...] = ()
     eid_decay: float = -1.0
 
+    @property
+    def fixed(self) -> bool:
+        """True in a ``"fixed"`` phase: the caller multiplies the masked weights by
+        `masks` after every update, so pruned weights stay exactly 0 (S5.8)."""
+        return self.phase == "fixed"
+
 
 @runtime_checkable
 class Method(Protocol):
-    """A mask method (module docstring for the calls)."""
+    """A mask method (module docstring for the calls).
+
+    An optional attribute ``uses_masks`` (default True) set to False marks a method that
+    never masks (``dense``): the trainer then masks no layer and checks no layer's fit
+    (S5.1).  An optional ``eid`` (default False) says whether the method requests EID
+    credits, for summaries.
+    """
 
     name: str
     """Registry name (``"spikenm"``, ``"srste"`` ...), written into summaries."""

@@ -1,10 +1,10 @@
-"""The spikenm trainer: spiking networks with learnable N:M sparsity on three backends.
+"""The spikenm trainer: spiking networks (`spikenm.snn` graphs) with learnable N:M
+sparsity (`spikenm.methods`) on any model backend of `spikenm.registry`.
 
-The training logic (`loop`, `methods`, `optim`, `schedules`) is written once and works on
-NumPy, PyTorch and JAX arrays; only the network's forward/backward pass is per backend
-(`model_backend.ModelBackend`; the NumPy/Numba reference is `spikenm.reference.snn`).
-SPEC.md sections S4-S6 state the network, the training-time use of the sampler and the
-compared methods.
+The loop (`loop`, `step`) is written once; only the network's forward/backward pass is
+per backend (`spikenm.snn.ModelBackend`).  SPEC.md sections S4-S6 state the network, the
+training-time use of the sampler and the compared methods.  Names are loaded on first
+use, so importing this package reads no data and imports no framework.
 
 Example
 -------
@@ -16,8 +16,17 @@ Example
 
 from __future__ import annotations
 
-from .config import ConfigError, TrainConfig, config_from_dict, load_config
-from .loop import TrainResult, train
+import importlib
+from typing import Any
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "config_from_dict", "load_config",
            "train"]
+
+_HOME = {"ConfigError": "config", "TrainConfig": "config", "config_from_dict": "config",
+         "load_config": "config", "TrainResult": "loop", "train": "loop"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

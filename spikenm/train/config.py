@@ -25,9 +25,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-METHODS = ("dense", "spikenm", "srste", "asp", "maskllm", "random")
-DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
+from spikenm.methods import is_import_path, method_names
+from spikenm.registry import model_backend_names
 from spikenm.schedules import SCHEDULES
+from spikenm.snn.archs import ARCHS
+from spikenm.snn.neuron import LIFParams
+
+METHODS = method_names()
+"""Built-in methods (`spikenm.methods.BUILTIN`); ``sparsity.method`` may also be an import
+path ``package.module:ATTRIBUTE``."""
+DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 class ConfigError(ValueError):
@@ -40,26 +47,20 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
 
 
 @dataclass(frozen=True)
-class LIFConfig:
-    """LIF neuron and time steps (SPEC S4).
-
-    ``H_t = beta V_{t-1} + I_t``, ``S_t = [H_t >= theta]``, hard reset
-    ``V_t = H_t (1 - S_t)`` or soft reset ``V_t = H_t - theta S_t``; ATan surrogate with
-    sharpness ``alpha``; ``time_steps`` is ``T``.
-    """
-
-    beta: float = 0.5
-    theta: float = 1.0
-    alpha: float = 2.0
-    reset: Literal["hard", "soft"] = "hard"
-    detach_reset: bool = False
-    time_steps: int = 4
+class LIFConfig(LIFParams):
+    """The ``[lif]`` section: the core `spikenm.snn.neuron.LIFParams` (SPEC S4.3-S4.5;
+    ``beta``, ``theta``, ``alpha``, ``reset``, ``detach_reset``, ``time_steps``) whose
+    invalid values raise `ConfigError`."""
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.beta <= 1.0, "lif.beta", self.beta, "a number in [0, 1]")
-        _require(self.theta > 0 and math.isfinite(self.theta), "lif.theta", self.theta, "> 0")
-        _require(self.alpha > 0 and math.isfinite(self.alpha), "lif.alpha", self.alpha, "> 0")
-        _require(self.time_steps >= 1, "lif.time_steps", self.time_steps, "an integer >= 1")
+        try:
+            super().__post_init__()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def params(self) -> LIFParams:
+        """The same values as a plain `LIFParams` (what the model backends receive)."""
+        return LIFParams(**{f.name: getattr(self, f.name) for f in fields(LIFParams)})
 
 
 @dataclass(frozen=True)
@@ -86,29 +87,37 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network shape.
+    """Network shape (SPEC S4.2, S4.15; `spikenm.snn.archs.build_graph`).
 
-    ``mlp``: Linear layers of widths ``hidden`` then the readout.  ``conv``: for every
-    entry of ``channels`` a ``kernel x kernel`` conv (padding ``kernel // 2``) + LIF +
-    ``q x q`` average pooling with ``q = pools[i]`` (1: none; ``pools`` empty: 2 after
-    every conv), then the ``hidden`` Linear layers and the readout.  Weights start as
-    ``N(0, init_gain^2 / fan_in)``, biases at 0.
+    ``arch``: ``mlp`` (Linear layers of widths ``hidden``, then the readout), ``conv``
+    (for every entry of ``channels`` a ``kernel x kernel`` conv (padding ``kernel // 2``)
+    + LIF + ``q x q`` average pooling with ``q = pools[i]`` (1: none; ``pools`` empty: 2
+    after every conv), then the ``hidden`` Linear layers and the readout), ``vgg11``
+    (VGG-11 with batch norm; ``hidden`` is its Linear head, set ``hidden = []`` for the
+    usual CIFAR head) or ``resnet19`` (ResNet-19 with batch norm; ignores ``hidden``,
+    ``channels``, ``kernel``, ``pools``).  ``width_multiplier`` scales every hidden width
+    and channel count to ``max(1, round(c * width_multiplier))``.  Weights start as
+    ``N(0, init_gain^2 / fan_in)``, biases at 0, batch norm at ``gamma = 1, beta = 0``.
     """
 
-    arch: Literal["mlp", "conv"] = "mlp"
+    arch: str = "mlp"
     hidden: tuple[int, ...] = (128, 128)
     channels: tuple[int, ...] = (16, 32)
     kernel: int = 3
     pools: tuple[int, ...] = ()
+    width_multiplier: float = 1.0
     init_gain: float = 2.0
 
     def __post_init__(self) -> None:
+        _require(self.arch in ARCHS, "model.arch", self.arch, f"one of {ARCHS}")
         _require(all(h >= 1 for h in self.hidden), "model.hidden", self.hidden,
                  "positive integers")
         _require(all(c >= 1 for c in self.channels) and len(self.channels) >= 1,
                  "model.channels", self.channels, "at least one positive integer")
         _require(self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel", self.kernel,
                  "an odd integer >= 1")
+        _require(self.width_multiplier > 0 and math.isfinite(self.width_multiplier),
+                 "model.width_multiplier", self.width_multiplier, "a finite number > 0")
         _require(self.init_gain > 0, "model.init_gain", self.init_gain, "> 0")
         _require(not self.pools or (len(self.pools) == len(self.channels)
                                     and all(q >= 1 for q in self.pools)),
@@ -120,6 +129,8 @@ class ModelConfig:
 class SparsityConfig:
     """Method and N:M pattern (SPEC S5, S6).
 
+    ``method`` is a built-in method (`METHODS`) or an import path
+    ``package.module:ATTRIBUTE`` of a third-party one (`spikenm.methods.load_method`).
     ``pattern`` is ``"n:m"``; ``dense_first``/``dense_last`` keep the first/last layer
     dense.  A masked layer whose input size is not a multiple of ``m`` is an error.
     ``search_fraction``: share of the steps during which spikenm/maskllm learn the mask;
@@ -133,7 +144,10 @@ class SparsityConfig:
     search_fraction: float = 0.8
 
     def __post_init__(self) -> None:
-        _require(self.method in METHODS, "sparsity.method", self.method, f"one of {METHODS}")
+        _require(isinstance(self.method, str)
+                 and (self.method in METHODS or is_import_path(self.method)),
+                 "sparsity.method", self.method,
+                 f"one of {METHODS} or an import path package.module:ATTRIBUTE")
         _ = self.nm  # validates the pattern
         _require(0.0 < self.search_fraction <= 1.0, "sparsity.search_fraction",
                  self.search_fraction, "a number in (0, 1]")
@@ -258,13 +272,18 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Seed, backend, dtype and output.  ``out`` empty: no files are written.
-    ``checkpoint_every``: steps between checkpoints (0: at every epoch end);
-    ``log_every``: steps between progress records; ``eval_every``: epochs between test
-    evaluations (0: only at the end)."""
+    """Seed, backend, device, dtype and output.
+
+    ``backend``: a model backend of `spikenm.registry` (``numpy``, ``torch``, ``jax``) or
+    an import path ``package.module:FACTORY``; ``device``: where it runs (``cpu``,
+    ``cuda``, ``cuda:1``, a JAX device such as ``gpu:0``; S4.16).  ``out`` empty: no
+    files are written.  ``checkpoint_every``: steps between checkpoints (0: at every
+    epoch end); ``log_every``: steps between progress records; ``eval_every``: epochs
+    between test evaluations (0: only at the end)."""
 
     seed: int = 0
-    backend: Literal["numpy", "torch", "jax"] = "numpy"
+    backend: str = "numpy"
+    device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     out: str = ""
     checkpoint_every: int = 0
@@ -275,6 +294,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "run.seed", self.seed, "an integer >= 0")
+        backends = model_backend_names()
+        _require(self.backend in backends or is_import_path(self.backend), "run.backend",
+                 self.backend, f"one of {backends} or an import path package.module:FACTORY")
+        _require(bool(self.device.strip()), "run.device", self.device,
+                 "a device name such as 'cpu' or 'cuda:0'")
         _require(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every,
                  ">= 0")
         _require(self.log_every >= 1, "run.log_every", self.log_every, ">= 1")

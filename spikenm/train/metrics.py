@@ -68,13 +68,15 @@ def summary_text(summary: dict[str, Any]) -> str:
     """Human-readable end summary."""
     lines = [
         f"method {summary['method']}  pattern {summary['pattern']}  backend "
-        f"{summary['backend']}  data {summary['data']}  seed {summary['seed']}",
+        f"{summary['backend']} ({summary['device']})  arch {summary['arch']}  data "
+        f"{summary['data']}  seed {summary['seed']}",
         f"test accuracy {summary['test_acc']:.4f}  (loss {summary['test_loss']:.4f}, "
         f"{summary['test_count']} samples)",
     ]
     for row in summary["layers"]:
         status = row["check"]
-        lines.append(f"  layer {row['layer']} {row['shape']}: {row['pattern']} {status}"
+        lines.append(f"  layer {row['layer']} ({row['op']}) {row['shape']}: {row['pattern']} "
+                     f"{status}"
                      + (f", kept {row['kept_fraction']:.3f}" if row["masked"] else ""))
     rates = ", ".join(f"{r:.3f}" for r in summary["firing_rates"])
     lines.append(f"firing rates (test) per LIF layer: {rates}")

@@ -21,7 +21,26 @@ from . import report
 from .config import TrainConfig, config_to_dict, load_config
 from .loop import train
 
-VARIANTS = ("dense", "spikenm", "spikenm-noeid", "srste", "asp", "maskllm", "random")
+@dataclass(frozen=True)
+class Variant:
+    """A column of the grid: configuration settings (``section.key=value``) and whether it
+    is run per pattern (a dense baseline is run once per seed)."""
+
+    settings: tuple[str, ...]
+    patterned: bool = True
+
+
+VARIANT_SETTINGS: dict[str, Variant] = {
+    "dense": Variant(("sparsity.method=dense",), patterned=False),
+    "spikenm": Variant(("sparsity.method=spikenm", "eid.enabled=true")),
+    "spikenm-noeid": Variant(("sparsity.method=spikenm", "eid.enabled=false")),
+    "srste": Variant(("sparsity.method=srste",)),
+    "asp": Variant(("sparsity.method=asp",)),
+    "maskllm": Variant(("sparsity.method=maskllm",)),
+    "random": Variant(("sparsity.method=random",)),
+}
+"""Grid variant -> its settings (the report's labels, `spikenm.train.report`)."""
+VARIANTS = tuple(VARIANT_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -49,32 +68,25 @@ FULL = Grid("full", "mnist5k", (0, 1, 2), ("2:4", "1:4", "2:8", "1:8"),
 def run_config(grid: Grid, variant: str, pattern: str, seed: int, backend: str,
                overrides: tuple[str, ...] = ()) -> TrainConfig:
     """The `TrainConfig` of one grid cell: defaults, then the grid's settings, then the
-    user's ``overrides`` (``section.key=value``), then the cell's method/pattern/seed."""
-    cfg = load_config(None, list(grid.overrides) + list(overrides))
-    method = "spikenm" if variant == "spikenm-noeid" else variant
-    cfg = replace(
-        cfg,
-        data=replace(cfg.data, name=grid.data),
-        sparsity=replace(cfg.sparsity, method=method,
-                         pattern=cfg.sparsity.pattern if variant == "dense" else pattern),
-        eid=replace(cfg.eid, enabled=variant != "spikenm-noeid"),
-        run=replace(cfg.run, seed=seed, backend=backend, quiet=True, out="", eval_every=0),
-    )
-    return cfg
+    user's ``overrides`` (``section.key=value``), then the cell's variant, pattern and
+    seed."""
+    v = VARIANT_SETTINGS[variant]
+    cell = list(v.settings) + ([f"sparsity.pattern={pattern}"] if v.patterned else [])
+    cfg = load_config(None, list(grid.overrides) + list(overrides) + cell)
+    return replace(
+        cfg, data=replace(cfg.data, name=grid.data),
+        run=replace(cfg.run, seed=seed, backend=backend, quiet=True, out="", eval_every=0))
 
 
 def cells(grid: Grid) -> list[tuple[str, str, int]]:
-    """``(variant, pattern, seed)`` of every run, dense first."""
+    """``(variant, pattern, seed)`` of every run, the unpatterned (dense) ones first."""
     out = []
     for seed in grid.seeds:
-        if "dense" in grid.variants:
-            out.append(("dense", "dense", seed))
+        out += [(v, "dense", seed) for v in grid.variants if not VARIANT_SETTINGS[v].patterned]
     for pattern in grid.patterns:
         for variant in grid.variants:
-            if variant == "dense":
-                continue
-            for seed in grid.seeds:
-                out.append((variant, pattern, seed))
+            if VARIANT_SETTINGS[variant].patterned:
+                out += [(variant, pattern, seed) for seed in grid.seeds]
     return out
 
 

@@ -1,0 +1,81 @@
+"""EID credits of a graph's weighted layers on JAX arrays (SPEC S2.1-S2.3, S5.5).
+
+For layer input ``x_t``, presynaptic trace ``e_t = lam e_{t-1} + x_t`` (``e_0 = 0``),
+learning signal ``d_t = dL/dI_t`` and dense weight ``W``:
+
+    c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |
+
+Linear layers use the backend's `spikenm.backends.jax.eid.eligibility_credit`.  For a conv
+layer the inner sum over the unfolded input is the conv weight gradient of
+``(e_t, d_t)``; `conv_credit` takes it for all ``t`` at once (``jax.vmap`` over ``t`` of
+the convolution's VJP w.r.t. its weight, one batched convolution) and returns the credit
+in block layout ``(out, k, k, in)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from spikenm.snn.graph import Node
+
+from .eid import eligibility_credit
+from .snn_ops import conv2d
+
+__all__ = ["presynaptic_trace", "conv_credit", "layer_credit"]
+
+
+def presynaptic_trace(x: jax.Array, decay: jax.Array | float) -> jax.Array:
+    """``e_t = decay e_{t-1} + x_t`` with ``e_0 = 0`` for ``x`` ``(T, ...)`` (S2.1).
+
+    Examples
+    --------
+    >>> presynaptic_trace(jnp.ones((3, 1)), 0.5).ravel().tolist()
+    [1.0, 1.5, 1.75]
+    """
+
+    def step(trace: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        trace = decay * trace + x_t
+        return trace, trace
+
+    _, traces = lax.scan(step, jnp.zeros_like(x[0]), x)
+    return traces
+
+
+def conv_credit(x: jax.Array, d: jax.Array, weight: jax.Array, node: Node,
+                decay: jax.Array | float) -> jax.Array:
+    """EID credit of a conv layer (S2.3) in block layout ``(out, k, k, in)``.
+
+    ``c = |W| * sum_t |g_t|`` with ``g_t[o, c, a, b] = sum_{n, i, j} d_t[n, o, i, j]
+    epad_t[n, c, i s + a, j s + b]``, the weight gradient of the convolution at input
+    ``e_t`` and output gradient ``d_t``.
+
+    Parameters
+    ----------
+    x : ``(T, B, C, H, W)`` layer input
+    d : ``(T, B, O, Ho, Wo)`` ``dL/dI_t``
+    weight : ``(O, C, k, k)`` dense weight
+    node : the layer (stride, padding)
+    decay : trace decay in ``[0, 1]``
+    """
+    traces = presynaptic_trace(x, decay)
+
+    def weight_grad(e_t: jax.Array, d_t: jax.Array) -> jax.Array:
+        _, pullback = jax.vjp(lambda w: conv2d(e_t, w, node), weight)
+        return pullback(d_t)[0]
+
+    per_step = jax.vmap(weight_grad)(traces, d)
+    total = jnp.sum(jnp.abs(per_step), axis=0)
+    return jnp.transpose(jnp.abs(weight) * total, (0, 2, 3, 1))
+
+
+def layer_credit(node: Node, x: jax.Array, static: bool, d: jax.Array, weight: jax.Array,
+                 decay: jax.Array | float) -> jax.Array:
+    """EID credit of one weighted layer from its input ``x`` (``static``: ``(B, ...)``, the
+    same at every step), ``d`` ``(T, B, ...)`` and the dense ``weight``."""
+    if static:
+        x = jnp.broadcast_to(x, (d.shape[0],) + x.shape)
+    if node.op == "linear":
+        return eligibility_credit(x, d, weight, decay)
+    return conv_credit(x, d, weight, node, decay)

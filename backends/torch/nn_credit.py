@@ -1,0 +1,278 @@
+"""EID credits of ordinary PyTorch layers, collected by hooks during the user's own
+forward and backward passes (SPEC S2.1-S2.3, S5.5).
+
+For every watched layer (an ``nn.Linear`` or ``nn.ConvNd``) a forward hook records the
+layer's input ``x_t`` and registers a tensor hook on its output ``I_t`` that receives
+``d_t = dL/dI_t`` in the backward pass.  When a *sequence* closes, its credit is
+
+    c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |,   e_t = lam e_{t-1} + x_t
+
+(`spikenm.backends.torch.eid.eligibility_credit` for a Linear layer; for a conv layer
+the inner sum is the conv weight gradient of ``(e_t, d_t)``, `conv_credit`), with ``W``
+the dense weight of the step; the credits of the sequences of one optimizer step add up.
+
+Time conventions (``time_steps``):
+
+* ``None`` (default) -- **time steps as repeated calls** (snnTorch, Norse, a hand-written
+  loop): every call of the layer with its natural input rank (Linear ``(B, K)``, ConvNd
+  ``(B, C, *space)``) is one time step ``t`` of the current sequence, and the trace runs
+  on across the calls.  A call whose input has one leading axis more (Linear
+  ``(T, B, K)``, ConvNd ``(T, B, C, *space)``: SpikingJelly's multi-step mode) is a whole
+  sequence by itself, time first.
+* ``T`` -- **a leading time axis**: every call holds ``T`` steps, either as
+  ``(T, B, ...)`` or flattened time-major as ``(T * B, ...)`` (SpikingJelly's
+  ``SeqToANNContainer`` / ``seq_to_ann_forward``); each call is a sequence.
+
+With repeated calls, a sequence ends (its trace restarts at ``e_0 = 0``) at
+`CreditCollector.reduce` (the handle's ``step()``), at `CreditCollector.new_sequence`,
+when a call follows a backward pass that reached the layer (the next batch of a gradient
+accumulation loop), and when the input shape changes (a new batch size).  Calls outside
+train mode, under ``torch.no_grad()`` or whose output needs no gradient are not
+recorded.  A call whose output gets no gradient contributes ``d_t = 0``; several
+backward passes through one call add their gradients (``d_t`` of the summed loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from spikenm.api import to_block_layout
+
+from .eid import eligibility_credit
+
+__all__ = ["CreditCollector", "conv_credit", "conv_weight_grad"]
+
+
+def conv_weight_grad(module: nn.Module, e: torch.Tensor, d: torch.Tensor,
+                     weight: torch.Tensor) -> torch.Tensor:
+    """Weight gradient of ``module``'s convolution at input ``e`` and output gradient
+    ``d``: ``sum_{b, positions} d[b, o, ...] * patch(e)[b, c, ...]`` (the inner sum of
+    S2.3 over the unfolded input), for any stride, padding (numbers, ``"same"``,
+    ``"valid"``, any ``padding_mode``), dilation and groups of the module.
+
+    Zero padding given as numbers uses ``torch.nn.grad.conv{N}d_weight`` (no forward
+    pass); every other case is the vector-Jacobian product of the module's own
+    convolution ``W -> module._conv_forward(e, W, None)``.
+    """
+    dims = weight.dim() - 2
+    padding = getattr(module, "padding")
+    if getattr(module, "padding_mode", "zeros") == "zeros" and not isinstance(padding, str):
+        grad_fn = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight,
+                   3: torch.nn.grad.conv3d_weight}[dims]
+        return grad_fn(e, tuple(weight.shape), d, stride=module.stride, padding=padding,
+                       dilation=module.dilation, groups=module.groups)
+    w = weight.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = module._conv_forward(e, w, None)  # type: ignore[operator]
+        (grad,) = torch.autograd.grad(out, w, d)
+    return grad
+
+
+def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor,
+                decay: float) -> torch.Tensor:
+    """EID credit (S2.3) of a conv layer, framework layout ``(out, in/groups, *kernel)``.
+
+    ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps and
+    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``.
+
+    Parameters
+    ----------
+    module : nn.Conv1d / nn.Conv2d / nn.Conv3d
+        Gives the geometry (stride, padding, dilation, groups).
+    x : ``(T, B, C, *space)`` layer input
+    d : ``(T, B, O, *space_out)`` ``dL/dI_t``
+    weight : the dense weight ``(O, C / groups, *kernel)``
+    decay : trace decay in ``[0, 1]``
+    """
+    trace = torch.zeros_like(x[0])
+    total = torch.zeros_like(weight)
+    for t in range(x.shape[0]):
+        trace = decay * trace + x[t]
+        total = total + torch.abs(conv_weight_grad(module, trace, d[t], weight))
+    return torch.abs(weight) * total
+
+
+@dataclass
+class _Chunk:
+    """One recorded call: input ``(T_i, B, ...)`` and the summed output gradient."""
+
+    x: torch.Tensor
+    out_shape: tuple[int, ...]
+    d: torch.Tensor | None = None
+
+
+@dataclass
+class _Sequence:
+    chunks: list[_Chunk] = field(default_factory=list)
+    key: tuple[int, ...] | None = None
+    backward_seen: bool = False
+
+
+class CreditCollector:
+    """Hooks that collect the EID credits of some layers (module docstring).
+
+    Parameters
+    ----------
+    layers : dict int -> (str, nn.Module)
+        Layer ordinal -> (module name, Linear/ConvNd module).
+    decay : float
+        Trace decay ``lam`` in ``[0, 1]`` (S2.1).
+    time_steps : int or None
+        The time convention (module docstring).
+
+    Attributes
+    ----------
+    active : frozenset of int
+        The ordinals recorded now (the handle sets the step's ``credit_layers``); calls of
+        other layers are not recorded.
+    """
+
+    def __init__(self, layers: Mapping[int, tuple[str, nn.Module]], decay: float,
+                 time_steps: int | None) -> None:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (
+                0.0 <= float(decay) <= 1.0):
+            raise ValueError(f"eid_decay must be a number in [0, 1], got {decay!r}")
+        if time_steps is not None and (isinstance(time_steps, bool)
+                                       or not isinstance(time_steps, int) or time_steps < 1):
+            raise ValueError(f"time_steps must be None (time steps as repeated calls) or an "
+                             f"integer >= 1, got {time_steps!r}")
+        self.layers = dict(layers)
+        # rank of one time step's batched input, read without touching ``weight`` (whose
+        # parametrization would run)
+        self._natural = {k: 2 if isinstance(mod, nn.Linear) else 2 + len(mod.kernel_size)
+                         for k, (_, mod) in self.layers.items()}
+        self.decay = float(decay)
+        self.time_steps = time_steps
+        self.active: frozenset[int] = frozenset()
+        self._open: dict[int, _Sequence] = {k: _Sequence() for k in self.layers}
+        self._closed: dict[int, list[list[_Chunk]]] = {k: [] for k in self.layers}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    # -- hooks ---------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Register the forward hooks (once)."""
+        if self._handles:
+            return
+        for k, (_, module) in self.layers.items():
+            self._handles.append(module.register_forward_hook(self._hook(k)))
+
+    def detach(self) -> None:
+        """Remove every hook and forget what was recorded."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.clear()
+
+    def _hook(self, k: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+            if (k not in self.active or not module.training or not torch.is_grad_enabled()
+                    or not isinstance(output, torch.Tensor) or not output.requires_grad
+                    or not args or not isinstance(args[0], torch.Tensor)):
+                return
+            self._record(k, module, args[0], output)
+        return hook
+
+    def _split_time(self, k: int, module: nn.Module, x: torch.Tensor, output: torch.Tensor
+                    ) -> tuple[torch.Tensor, tuple[int, ...], bool]:
+        """``x`` as ``(T_i, B, ...)``, the matching shape of ``d`` and whether the call is
+        a whole sequence."""
+        name = self.layers[k][0]
+        natural = self._natural[k]
+        out_shape = tuple(output.shape)
+        if x.dim() == natural + 1:
+            if self.time_steps is not None and x.shape[0] != self.time_steps:
+                raise ValueError(
+                    f"layer {name!r} got an input of shape {tuple(x.shape)} whose leading "
+                    f"time axis has {x.shape[0]} steps; sparsify was given "
+                    f"time_steps={self.time_steps}")
+            return x, out_shape, True
+        if x.dim() != natural:
+            what = "(B, in) or (T, B, in)" if natural == 2 else (
+                f"(B, C, *space) with {natural - 2} spatial axes, or (T, B, C, *space)")
+            raise ValueError(f"layer {name!r} got an input of shape {tuple(x.shape)}; EID "
+                             f"credits need {what}")
+        if self.time_steps is None:
+            return x.unsqueeze(0), (1,) + out_shape, False
+        t = self.time_steps
+        if x.shape[0] % t:
+            raise ValueError(
+                f"layer {name!r} got a flattened input of shape {tuple(x.shape)}, whose "
+                f"first axis is not a multiple of time_steps={t}; expected (T * B, ...) "
+                f"time-major")
+        b = x.shape[0] // t
+        return x.reshape(t, b, *x.shape[1:]), (t, b) + out_shape[1:], True
+
+    def _record(self, k: int, module: nn.Module, x: torch.Tensor,
+                output: torch.Tensor) -> None:
+        xt, out_shape, whole = self._split_time(k, module, x.detach(), output)
+        seq = self._open[k]
+        key = tuple(xt.shape[1:])
+        if whole or seq.backward_seen or (seq.key is not None and seq.key != key):
+            self._close(k)
+            seq = self._open[k]
+        seq.key = key
+        chunk = _Chunk(xt, out_shape)
+        seq.chunks.append(chunk)
+        if whole:
+            self._close(k)
+
+        def grad_hook(g: torch.Tensor) -> None:
+            g = g.detach().reshape(chunk.out_shape)
+            chunk.d = g.clone() if chunk.d is None else chunk.d + g
+            seq.backward_seen = True
+
+        output.register_hook(grad_hook)
+
+    # -- sequences -----------------------------------------------------------------------
+    def _close(self, k: int) -> None:
+        seq = self._open[k]
+        if seq.chunks:
+            self._closed[k].append(seq.chunks)
+        self._open[k] = _Sequence()
+
+    def new_sequence(self) -> None:
+        """End the current sequence of every layer: the next call starts at ``e_0 = 0``."""
+        for k in self.layers:
+            self._close(k)
+
+    def clear(self) -> None:
+        """Forget every recorded call."""
+        self._open = {k: _Sequence() for k in self.layers}
+        self._closed = {k: [] for k in self.layers}
+
+    def reduce(self, weights: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The credits since the last reduce, block layout, of every active layer that a
+        backward pass reached (``weights``: the dense weights of the step), then
+        `clear`."""
+        self.new_sequence()
+        out: dict[int, torch.Tensor] = {}
+        for k, sequences in self._closed.items():
+            if k not in self.active or not sequences:
+                continue
+            module = self.layers[k][1]
+            w = weights[k].detach()
+            total = None
+            for chunks in sequences:
+                if all(c.d is None for c in chunks):
+                    continue                    # no backward pass reached this sequence
+                c = self._sequence_credit(module, chunks, w)
+                total = c if total is None else total + c
+            if total is not None:
+                out[k] = to_block_layout(total)
+        self.clear()
+        return out
+
+    def _sequence_credit(self, module: nn.Module, chunks: list[_Chunk],
+                         w: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([c.x for c in chunks])
+        d = torch.cat([c.d if c.d is not None else
+                       torch.zeros(c.out_shape, dtype=c.x.dtype, device=c.x.device)
+                       for c in chunks])
+        x, d = x.to(w.dtype), d.to(w.dtype)
+        if isinstance(module, nn.Linear):
+            return eligibility_credit(x, d, w, self.decay)
+        return conv_credit(module, x, d, w, self.decay)

@@ -1,0 +1,85 @@
+"""EID credits of a graph's layers on torch tensors (SPEC S2.1-S2.3, S5.5).
+
+For a layer with input ``x_t`` and learning signal ``d_t = dL/dI_t`` (from autograd),
+``e_t = lam e_{t-1} + x_t`` (``e_0 = 0``) and
+
+    c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |
+
+with the dense ``W``.  A linear layer uses the torch backend's `eligibility_credit`; for
+a conv layer the inner sum over the unfolded input is the conv weight gradient of
+``(e_t, d_t)``, taken for all steps at once (``vmap`` over ``t``) and returned in block
+layout ``(out, k, k, in)`` (`spikenm.api.to_block_layout`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.grad import conv2d_weight
+
+from spikenm.snn.graph import Node
+
+from .eid import eligibility_credit
+
+__all__ = ["traces", "conv_credit", "layer_credit"]
+
+
+def traces(x: torch.Tensor, decay: float) -> torch.Tensor:
+    """Presynaptic traces ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) of ``(T, B, ...)``
+    inputs (S2.1).
+
+    Examples
+    --------
+    >>> traces(torch.ones(3, 1), 0.5).flatten().tolist()
+    [1.0, 1.5, 1.75]
+    """
+    out = []
+    e = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        e = decay * e + x[t]
+        out.append(e)
+    return torch.stack(out)
+
+
+def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: int,
+                padding: int, decay: float) -> torch.Tensor:
+    """EID credit of a conv layer (S2.3) in block layout ``(O, k, k, C)``.
+
+    ``c = |W| * sum_t | conv_weight_grad(e_t, d_t) |`` where
+    ``conv_weight_grad(e, d)[o, c, a, b] = sum_{n, i, j} d[n, o, i, j]
+    epad[n, c, i s + a, j s + b]``.
+
+    Parameters
+    ----------
+    x : ``(T, B, C, H, W)`` layer input
+    d : ``(T, B, O, Ho, Wo)`` ``dL/dI_t``
+    weight : ``(O, C, k, k)`` dense weight
+    stride, padding : the layer's geometry
+    decay : trace decay in ``[0, 1]``
+
+    Examples
+    --------
+    >>> x = torch.ones(2, 1, 1, 3, 3); d = torch.ones(2, 1, 1, 3, 3)
+    >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 1, 1, 0.0)[0, 1, 1].tolist()
+    [18.0]
+    """
+    shape = tuple(weight.shape)
+
+    def grad_w(e: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return conv2d_weight(e, shape, g, stride=stride, padding=padding)
+
+    per_step = torch.func.vmap(grad_w)(traces(x, decay), d)
+    total = torch.abs(per_step).sum(dim=0)
+    return (torch.abs(weight) * total).permute(0, 2, 3, 1).contiguous()
+
+
+def layer_credit(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,
+                 weight: torch.Tensor, decay: float) -> torch.Tensor:
+    """EID credit of one ``linear``/``conv`` node from its input ``x`` (static ``(B, ...)``
+    stands for its repetition over the ``T = d.shape[0]`` steps), ``d_t`` ``(T, B, ...)``
+    and the dense weight (S2.3)."""
+    if static:
+        x = x.expand((d.shape[0],) + tuple(x.shape))
+    weight = weight.detach()
+    if node.op == "linear":
+        return eligibility_credit(x, d, weight, decay)
+    return conv_credit(x, d, weight, node.stride, node.padding, decay)
