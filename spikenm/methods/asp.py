@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from . import blocks
-from .base import MethodSetup, MethodState, StepMasks
-from .common import check_fraction, enter_fixed, fixed_masks, phase_steps
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
+from .common import check_fraction, fix_masks, fixed_masks, phase_steps
 
 __all__ = ["ASP", "from_config"]
 
@@ -16,7 +16,7 @@ Array = Any
 
 
 @dataclass(frozen=True)
-class ASP:
+class ASP(MethodDefaults):
     """Dense for ``S_dense = max(1, round(dense_fraction * S))`` steps, then
     ``mask = topn(|W|)`` once; ``reset_optimizer`` on that step and learning-rate windows
     ``(0, S_dense)`` and ``(S_dense, S - S_dense)``.
@@ -29,8 +29,6 @@ class ASP:
 
     dense_fraction: float = 0.5
     name: str = "asp"
-    uses_masks = True
-    eid = False
 
     def __post_init__(self) -> None:
         check_fraction("asp dense_fraction", self.dense_fraction, high_open=True)
@@ -52,29 +50,10 @@ class ASP:
         dense = self.dense_steps(total)
         if step < dense:
             return state, StepMasks("dense", lr_window=(0, dense))
-        fixed = fixed_masks(state)
-        entered = any(k not in fixed for k in setup.layers)
-        if entered:
-            state = enter_fixed(state, {k: blocks.magnitude_mask(weights[k], setup.n, setup.m)
-                                        for k in setup.layers if k not in fixed})
+        state, entered = fix_masks(setup, state, lambda k: blocks.magnitude_mask(
+            weights[k], setup.n, setup.m))
         return state, StepMasks("fixed", fixed_masks(state), reset_optimizer=entered,
                                 lr_window=(dense, total - dense))
-
-    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
-                     grads: Mapping[int, Array]) -> dict[int, Array]:
-        if not sm.masks:
-            return dict(grads)
-        return {k: g * sm.masks[k] for k, g in grads.items()}
-
-    def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
-               weights: Mapping[int, Array], grads: Mapping[int, Array],
-               credits: Mapping[int, Array], step: int,
-               logit_grads: Mapping[int, Array] | None = None) -> MethodState:
-        return state
-
-    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
-                    ) -> dict[int, tuple[Array, float, float]]:
-        return {}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-__all__ = ["Array", "MethodSetup", "MethodState", "StepMasks", "Method"]
+__all__ = ["Array", "MethodSetup", "MethodState", "StepMasks", "Method", "MethodDefaults"]
 
 Array = Any
 
@@ -178,3 +178,30 @@ class Method(Protocol):
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:
         """Framework-layout masks the trained model ends with (S5.8)."""
+
+
+class MethodDefaults:
+    """The common parts of a `Method`, for a method class to inherit and override.
+
+    ``weight_grads`` is ``dL/dW = G * mask`` for every layer the step masks and ``G``
+    elsewhere (S5.4, S5.8); ``update`` keeps the state (a method without trained mask
+    parameters); ``eid_targets`` is empty (no EID).  A subclass still defines ``name``,
+    ``init``, ``masks`` and ``final_masks``.
+    """
+
+    uses_masks = True
+    eid = False
+
+    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
+                     grads: Mapping[int, Array]) -> dict[int, Array]:
+        return {k: g * sm.masks[k] if k in sm.masks else g for k, g in grads.items()}
+
+    def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
+               weights: Mapping[int, Array], grads: Mapping[int, Array],
+               credits: Mapping[int, Array], step: int,
+               logit_grads: Mapping[int, Array] | None = None) -> MethodState:
+        return state
+
+    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
+                    ) -> dict[int, tuple[Array, float, float]]:
+        return {}

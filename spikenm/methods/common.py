@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -136,3 +136,14 @@ def fixed_masks(state: MethodState) -> dict[int, Array]:
 def enter_fixed(state: MethodState, masks: Mapping[int, Array]) -> MethodState:
     """``state`` with ``masks`` fixed and the flip-rate history dropped (S5.8)."""
     return with_arrays(state, {f"{FIXED}{k}": v for k, v in masks.items()}, drop=PREVIOUS)
+
+
+def fix_masks(setup: MethodSetup, state: MethodState,
+              final_of: Callable[[int], Array]) -> tuple[MethodState, bool]:
+    """``state`` with every masked layer's mask fixed, the missing ones to ``final_of(k)``
+    (framework layout), and whether this call fixed any (the fixed phase begins, S5.8)."""
+    fixed = fixed_masks(state)
+    missing = [k for k in setup.layers if k not in fixed]
+    if missing:
+        state = enter_fixed(state, {k: final_of(k) for k in missing})
+    return state, bool(missing)

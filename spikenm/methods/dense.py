@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .base import MethodSetup, MethodState, StepMasks
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
 
 __all__ = ["Dense", "from_config"]
 
@@ -13,12 +13,11 @@ Array = Any
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(MethodDefaults):
     """Trains every weight; masks nothing (``uses_masks = False``)."""
 
     name: str = "dense"
     uses_masks = False
-    eid = False
 
     def init(self, setup: MethodSetup, weights: Mapping[int, Array]) -> MethodState:
         return MethodState()
@@ -26,20 +25,6 @@ class Dense:
     def masks(self, setup: MethodSetup, state: MethodState, weights: Mapping[int, Array],
               step: int) -> tuple[MethodState, StepMasks]:
         return state, StepMasks("dense")
-
-    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
-                     grads: Mapping[int, Array]) -> dict[int, Array]:
-        return dict(grads)
-
-    def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
-               weights: Mapping[int, Array], grads: Mapping[int, Array],
-               credits: Mapping[int, Array], step: int,
-               logit_grads: Mapping[int, Array] | None = None) -> MethodState:
-        return state
-
-    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
-                    ) -> dict[int, tuple[Array, float, float]]:
-        return {}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:

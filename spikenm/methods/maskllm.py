@@ -27,9 +27,9 @@ from spikenm import seeds
 from spikenm.api import from_block_layout, to_block_layout
 
 from . import blocks
-from .base import MethodSetup, MethodState, StepMasks
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
 from .common import (LOGITS, Ramp, adam_arrays, adam_step, block_shape, check_fraction,
-                     check_positive, enter_fixed, fixed_masks, phase_steps)
+                     check_positive, fix_masks, fixed_masks, phase_steps)
 from .flips import remember
 
 __all__ = ["MaskLLM", "CandidateMatrices", "candidates", "logits_shape", "soft_mask",
@@ -130,7 +130,7 @@ def hard_mask(scores: Array, cands: CandidateMatrices) -> Array:
 
 
 @dataclass(frozen=True)
-class MaskLLM:
+class MaskLLM(MethodDefaults):
     """MaskLLM-style mask learning (S6.6); ``n = m`` is refused.
 
     Attributes
@@ -148,8 +148,6 @@ class MaskLLM:
     scale: Ramp = field(default_factory=lambda: Ramp(100.0, 500.0, "linear"))
     logit_lr: float = 2e-4
     name: str = "maskllm"
-    uses_masks = True
-    eid = False
 
     def __post_init__(self) -> None:
         check_fraction("maskllm search_fraction", self.search_fraction)
@@ -173,11 +171,8 @@ class MaskLLM:
         search = self.search_steps(setup.total_steps)
         cands = CandidateMatrices.of_state(setup.n, setup.m, state)
         if step >= search:
-            fixed = fixed_masks(state)
-            if any(k not in fixed for k in setup.layers):
-                state = enter_fixed(state, {
-                    k: from_block_layout(hard_mask(state.arrays[f"{LOGITS}{k}"], cands))
-                    for k in setup.layers if k not in fixed})
+            state, _ = fix_masks(setup, state, lambda k: from_block_layout(
+                hard_mask(state.arrays[f"{LOGITS}{k}"], cands)))
             return state, StepMasks("fixed", fixed_masks(state))
         tau, kappa = self.temperature.at(step, search), self.scale.at(step, search)
         masks, hard, aux = {}, {}, {}
@@ -187,10 +182,6 @@ class MaskLLM:
             soft, y = soft_mask(phi, noise, cands, tau, kappa)
             masks[k], aux[k], hard[k] = from_block_layout(soft), y, hard_mask(y, cands)
         return state, StepMasks("search", masks, hard, aux, tau, kappa)
-
-    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
-                     grads: Mapping[int, Array]) -> dict[int, Array]:
-        return {k: g * sm.masks[k] for k, g in grads.items()}
 
     def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
                weights: Mapping[int, Array], grads: Mapping[int, Array],
@@ -204,10 +195,6 @@ class MaskLLM:
                                             cands, sm.temperature, sm.scale)
                            for k in setup.layers}
         return remember(adam_step(state, logit_grads, self.logit_lr), sm)
-
-    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
-                    ) -> dict[int, tuple[Array, float, float]]:
-        return {}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:

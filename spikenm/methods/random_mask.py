@@ -13,7 +13,7 @@ import numpy as np
 
 from spikenm import api, seeds
 
-from .base import MethodSetup, MethodState, StepMasks
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
 from .common import FIXED, block_shape, fixed_masks
 
 __all__ = ["RandomMask", "from_config"]
@@ -22,13 +22,11 @@ Array = Any
 
 
 @dataclass(frozen=True)
-class RandomMask:
+class RandomMask(MethodDefaults):
     """``mask = topn(g)`` per block with ``g = gumbel_like(zeros, seed_of(seed, 3, 0, k))``
     drawn in NumPy, so every backend gets the same mask; ``dL/dW = G * mask``."""
 
     name: str = "random"
-    uses_masks = True
-    eid = False
 
     def init(self, setup: MethodSetup, weights: Mapping[int, Array]) -> MethodState:
         arrays = {}
@@ -43,20 +41,6 @@ class RandomMask:
     def masks(self, setup: MethodSetup, state: MethodState, weights: Mapping[int, Array],
               step: int) -> tuple[MethodState, StepMasks]:
         return state, StepMasks("fixed", fixed_masks(state))
-
-    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
-                     grads: Mapping[int, Array]) -> dict[int, Array]:
-        return {k: g * sm.masks[k] for k, g in grads.items()}
-
-    def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
-               weights: Mapping[int, Array], grads: Mapping[int, Array],
-               credits: Mapping[int, Array], step: int,
-               logit_grads: Mapping[int, Array] | None = None) -> MethodState:
-        return state
-
-    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
-                    ) -> dict[int, tuple[Array, float, float]]:
-        return {}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:

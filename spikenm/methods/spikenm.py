@@ -31,9 +31,9 @@ from spikenm.api import from_block_layout, to_block_layout
 from spikenm.schedules import warmup_factor
 
 from . import blocks
-from .base import MethodSetup, MethodState, StepMasks
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
 from .common import (CREDIT, LOGITS, Ramp, adam_arrays, adam_step, block_shape,
-                     check_fraction, check_positive, enter_fixed, fixed_masks, phase_steps,
+                     check_fraction, check_positive, fix_masks, fixed_masks, phase_steps,
                      with_arrays)
 from .flips import remember
 
@@ -43,7 +43,7 @@ Array = Any
 
 
 @dataclass(frozen=True)
-class SpikeNM:
+class SpikeNM(MethodDefaults):
     """SpikeNM; ``eid=False`` is "spikenm without EID" (S6.3).  Defaults are those of the
     trainer's configuration (`from_config` of a default `spikenm.train.TrainConfig`).
 
@@ -77,7 +77,6 @@ class SpikeNM:
     eid_temperature: Ramp = field(default_factory=lambda: Ramp(1.0, 0.05, "exp"))
     eid_decay: float = -1.0
     name: str = "spikenm"
-    uses_masks = True
 
     def __post_init__(self) -> None:
         check_fraction("spikenm search_fraction", self.search_fraction)
@@ -118,11 +117,8 @@ class SpikeNM:
         search = self.search_steps(setup.total_steps)
         n, m = setup.n, setup.m
         if step >= search:
-            fixed = fixed_masks(state)
-            if any(k not in fixed for k in setup.layers):
-                state = enter_fixed(state, {
-                    k: from_block_layout(blocks.topn(state.arrays[f"{LOGITS}{k}"], n, m))
-                    for k in setup.layers if k not in fixed})
+            state, _ = fix_masks(setup, state, lambda k: from_block_layout(
+                blocks.topn(state.arrays[f"{LOGITS}{k}"], n, m)))
             return state, StepMasks("fixed", fixed_masks(state))
         tau, kappa = self.temperature.at(step, search), self.scale.at(step, search)
         masks, hard, aux = {}, {}, {}
@@ -134,10 +130,6 @@ class SpikeNM:
         return state, StepMasks("search", masks, hard, aux, tau, kappa,
                                 credit_layers=tuple(setup.layers) if self.eid else (),
                                 eid_decay=self.eid_decay)
-
-    def weight_grads(self, setup: MethodSetup, sm: StepMasks, weights: Mapping[int, Array],
-                     grads: Mapping[int, Array]) -> dict[int, Array]:
-        return {k: g * sm.masks[k] for k, g in grads.items()}
 
     def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
                weights: Mapping[int, Array], grads: Mapping[int, Array],

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from spikenm.api import from_block_layout, to_block_layout
 
 from . import blocks
-from .base import MethodSetup, MethodState, StepMasks
+from .base import MethodDefaults, MethodSetup, MethodState, StepMasks
 from .flips import remember
 
 __all__ = ["SRSTE", "from_config"]
@@ -18,7 +18,7 @@ Array = Any
 
 
 @dataclass(frozen=True)
-class SRSTE:
+class SRSTE(MethodDefaults):
     """``mask = topn(|W|)`` per block every step; ``dL/dW = G + decay * (1 - mask) * W``.
 
     Attributes
@@ -29,8 +29,6 @@ class SRSTE:
 
     decay: float = 2e-4
     name: str = "srste"
-    uses_masks = True
-    eid = False
 
     def __post_init__(self) -> None:
         if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) \
@@ -56,10 +54,6 @@ class SRSTE:
                credits: Mapping[int, Array], step: int,
                logit_grads: Mapping[int, Array] | None = None) -> MethodState:
         return remember(state, sm)
-
-    def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
-                    ) -> dict[int, tuple[Array, float, float]]:
-        return {}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:

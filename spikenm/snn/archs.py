@@ -98,6 +98,16 @@ class GraphBuilder:
         return Graph(tuple(self.input_shape), tuple(self.nodes))
 
 
+def _head(b: GraphBuilder, hidden: tuple[int, ...], width: float, num_classes: int) -> Graph:
+    """Flatten, the ``hidden`` Linear + LIF layers and the Linear readout."""
+    b.flatten()
+    for h in hidden:
+        b.linear(_scaled(h, width))
+        b.lif()
+    b.linear(num_classes)
+    return b.graph()
+
+
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] = (128, 128),
         width: float = 1.0) -> Graph:
     """``[flatten] Linear(in, h_1) LIF ... Linear(h_L, classes)``.
@@ -108,12 +118,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...] 
     ['flatten', 'linear', 'lif', 'linear']
     """
     b = GraphBuilder(input_shape)
-    b.flatten()
-    for h in hidden:
-        b.linear(_scaled(h, width))
-        b.lif()
-    b.linear(num_classes)
-    return b.graph()
+    return _head(b, hidden, width, num_classes)
 
 
 def conv_net(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, ...],
@@ -139,12 +144,7 @@ def conv_net(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int
                                  f"pooling needs sizes divisible by {q}: change model.pools "
                                  f"or model.channels")
             b.pool(q)
-    b.flatten()
-    for h in hidden:
-        b.linear(_scaled(h, width))
-        b.lif()
-    b.linear(num_classes)
-    return b.graph()
+    return _head(b, hidden, width, num_classes)
 
 
 def vgg11(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10,
@@ -180,12 +180,7 @@ def vgg11(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10,
                 raise ValueError(f"VGG-11 conv {index} makes a {h}x{w} map; its 2x2 pooling "
                                  f"needs even sizes: use 2^k input sizes (e.g. 32x32)")
             b.pool(2)
-    b.flatten()
-    for h in hidden:
-        b.linear(_scaled(h, width))
-        b.lif()
-    b.linear(num_classes)
-    return b.graph()
+    return _head(b, hidden, width, num_classes)
 
 
 def resnet19(input_shape: tuple[int, ...] = (3, 32, 32), num_classes: int = 10,

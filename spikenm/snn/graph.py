@@ -29,7 +29,7 @@ the layer ordinal ``k`` (S5.1-S5.3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
