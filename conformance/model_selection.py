@@ -22,7 +22,7 @@ import numpy as np
 
 from spikenm import registry
 
-from .selection import BackendSelectionError, enable_x64_for, framework_version
+from .selection import BackendSelectionError, SubjectFacts, enable_x64_for
 
 MODEL_IMPORTS = (
     "from spikenm.conformance.model_cases import Case",
@@ -33,7 +33,7 @@ MODEL_IMPORTS = (
 
 
 @dataclass
-class ModelSubject:
+class ModelSubject(SubjectFacts):
     """The model backend under test and the facts the checks need about it.
 
     Attributes
@@ -62,37 +62,12 @@ class ModelSubject:
     differentiable: bool = True
     dispatches: bool = False
 
-    @property
-    def name(self) -> str:
-        """The backend's own ``name``."""
-        return str(getattr(self.backend, "name", "?"))
+    SNIPPET_IMPORTS = MODEL_IMPORTS
+    KIND = "model backend"
 
-    @property
-    def label(self) -> str:
-        """How reports refer to it."""
-        return self.spec if self.spec is not None else f"<object {self.name}>"
-
-    @property
-    def framework(self) -> str:
-        """Top-level module of the array type (``torch``, ``jax``, ``numpy``, ...)."""
-        root = self.array_type.__module__.split(".", 1)[0]
-        return "jax" if root == "jaxlib" else root
-
-    @property
-    def framework_version(self) -> str:
-        """Version of `framework`, or ``"unknown"``."""
-        return framework_version(self.framework)
-
-    def snippet_imports(self) -> tuple[str, ...]:
-        """Imports of a reproduction snippet besides NumPy."""
-        return MODEL_IMPORTS
-
-    def backend_expr(self) -> str:
-        """Statement that defines ``be`` in a reproduction snippet."""
-        if self.spec is not None:
-            return f"be = model_backend({self.spec!r}, device={self.device!r})"
-        return (f"be = ...  # the model backend object under test (name {self.name!r}); "
-                f"not loadable by name")
+    def loader_call(self) -> str:
+        """Expression that creates the backend by `spec` in a reproduction snippet."""
+        return f"model_backend({self.spec!r}, device={self.device!r})"
 
 
 def describe_model(backend: Any, spec: str | None = None, device: str | None = None,

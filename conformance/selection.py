@@ -16,10 +16,11 @@ silently computes in float32 without it.  The note is recorded in the report.
 
 from __future__ import annotations
 
+import abc
 import importlib.metadata
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,8 +65,59 @@ def framework_version(framework: str) -> str:
     return str(version)
 
 
+class SubjectFacts(abc.ABC):
+    """What a subject of the suite (`Subject`, `model_selection.ModelSubject`) says about
+    itself, from its ``backend``, ``spec`` and ``array_type`` attributes.
+
+    A subclass sets ``SNIPPET_IMPORTS`` (the imports of its reproduction snippets), ``KIND``
+    (how a snippet names the object) and `loader_call`.
+    """
+
+    backend: Any
+    spec: str | None
+    array_type: type
+    SNIPPET_IMPORTS: ClassVar[tuple[str, ...]]
+    KIND: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        """The backend's own ``name``."""
+        return str(getattr(self.backend, "name", "?"))
+
+    @property
+    def label(self) -> str:
+        """How reports refer to it."""
+        return self.spec if self.spec is not None else f"<object {self.name}>"
+
+    @property
+    def framework(self) -> str:
+        """Top-level module of the array type (``torch``, ``jax``, ``numpy``, ...)."""
+        root = self.array_type.__module__.split(".", 1)[0]
+        return "jax" if root == "jaxlib" else root
+
+    @property
+    def framework_version(self) -> str:
+        """Version of `framework`, or ``"unknown"``."""
+        return framework_version(self.framework)
+
+    def snippet_imports(self) -> tuple[str, ...]:
+        """Imports of a reproduction snippet besides NumPy."""
+        return self.SNIPPET_IMPORTS
+
+    @abc.abstractmethod
+    def loader_call(self) -> str:
+        """Expression that loads the object by its ``spec`` in a reproduction snippet."""
+
+    def backend_expr(self) -> str:
+        """Statement that defines ``be`` in a reproduction snippet."""
+        if self.spec is not None:
+            return f"be = {self.loader_call()}"
+        return (f"be = ...  # the {self.KIND} object under test (name {self.name!r}); "
+                f"not loadable by name")
+
+
 @dataclass
-class Subject:
+class Subject(SubjectFacts):
     """The backend under test and the facts the checks need about it.
 
     Attributes
@@ -100,36 +152,12 @@ class Subject:
     unsupported: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        """The backend's own ``name``."""
-        return str(getattr(self.backend, "name", "?"))
+    SNIPPET_IMPORTS = ARRAY_IMPORTS
+    KIND = "backend"
 
-    @property
-    def label(self) -> str:
-        """How reports refer to it."""
-        return self.spec if self.spec is not None else f"<object {self.name}>"
-
-    @property
-    def framework(self) -> str:
-        """Top-level module of the array type (``torch``, ``jax``, ``numpy``, ...)."""
-        root = self.array_type.__module__.split(".", 1)[0]
-        return "jax" if root == "jaxlib" else root
-
-    @property
-    def framework_version(self) -> str:
-        """Version of `framework`, or ``"unknown"``."""
-        return framework_version(self.framework)
-
-    def snippet_imports(self) -> tuple[str, ...]:
-        """Imports of a reproduction snippet besides NumPy."""
-        return ARRAY_IMPORTS
-
-    def backend_expr(self) -> str:
-        """Statement that defines ``be`` in a reproduction snippet."""
-        if self.spec is not None:
-            return f"be = load_backend({self.spec!r})"
-        return f"be = ...  # the backend object under test (name {self.name!r}); not loadable by name"
+    def loader_call(self) -> str:
+        """Expression that loads the backend by `spec` in a reproduction snippet."""
+        return f"load_backend({self.spec!r})"
 
 
 def _enable_jax_x64(notes: list[str]) -> None:

@@ -85,7 +85,7 @@ blocks = st.integers(1, 3)
 # -- protocol and array plumbing ----------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "module", ["arrays", "blocks", "random", "sampler", "eid", "packing"],
+    "module", ["arrays", "blocks", "random", "sampler", "eid", "packing", "credit"],
 )
 def test_docstring_examples_of_the_torch_backend_run(module: str) -> None:
     """Every docstring example of the backend modules runs and prints what it shows

@@ -7,40 +7,20 @@ torch, jax and array-api-strict are part of the test environment.
 
 from __future__ import annotations
 
-import sys
-from typing import Iterator
-
 import pytest
 
 from spikenm.conformance.check import Check
 from spikenm.conformance.registry import CHECKS
 from spikenm.conformance.runner import RunConfig, apply_xfails, run_check, xfails_for
-from spikenm.conformance.selection import Subject, select
+from spikenm.conformance.selection import select
+
+from conformance_helpers import Subjects
 
 BACKENDS = ("numpy", "torch", "jax", "array_api_strict")
 CONFIG = RunConfig(profile="ci")
 
-_SUBJECTS: dict[str, Subject] = {}
-_JAX_X64: list[bool] = []
-
-
-def _subject(name: str) -> Subject:
-    if name not in _SUBJECTS:
-        if name == "jax" and not _JAX_X64:
-            import jax
-
-            _JAX_X64.append(bool(jax.config.read("jax_enable_x64")))
-        _SUBJECTS[name] = select(name)
-    return _SUBJECTS[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_jax_x64() -> Iterator[None]:
-    """Selecting jax turns on float64 for the process; give other test modules the setting
-    they had."""
-    yield
-    if _JAX_X64 and "jax" in sys.modules:
-        sys.modules["jax"].config.update("jax_enable_x64", _JAX_X64[0])
+_subject = Subjects(select)
+_restore_jax_x64 = _subject.restoring_fixture()
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.id for c in CHECKS])

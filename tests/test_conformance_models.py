@@ -12,14 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 
 from spikenm.conformance import command
 from spikenm.conformance.check import Check
-from spikenm.conformance.model_selection import ModelSubject, select_model
+from spikenm.conformance.model_selection import select_model
 from spikenm.conformance.registry import MODEL_CHECKS
 from spikenm.conformance.runner import (FAILING, RunConfig, SuiteResult, XFAIL_DIR, apply_xfails,
                                         read_xfails, reference_for, run_check, run_model_suite,
@@ -28,32 +28,15 @@ from spikenm.conformance.selection import BackendSelectionError
 from spikenm.registry import model_backend
 from spikenm.snn import EIDRequest, init_buffers
 
+from conformance_helpers import Subjects, Wrapped
+
 BACKENDS = ("numpy", "torch", "jax")
 CONFIG = RunConfig(profile="ci", max_examples=10)
 """Two to three examples per property check (``budget`` 0.2-0.3): enough for agreement on
 every op, and JAX compiles once per drawn graph."""
 
-_SUBJECTS: dict[str, ModelSubject] = {}
-_JAX_X64: list[bool] = []
-
-
-def _subject(name: str) -> ModelSubject:
-    if name not in _SUBJECTS:
-        if name == "jax" and not _JAX_X64:
-            import jax
-
-            _JAX_X64.append(bool(jax.config.read("jax_enable_x64")))
-        _SUBJECTS[name] = select_model(name)
-    return _SUBJECTS[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_jax_x64() -> Iterator[None]:
-    """Selecting jax turns on float64 for the process; give other test modules the setting
-    they had."""
-    yield
-    if _JAX_X64 and "jax" in sys.modules:
-        sys.modules["jax"].config.update("jax_enable_x64", _JAX_X64[0])
+_subject = Subjects(select_model)
+_restore_jax_x64 = _subject.restoring_fixture()
 
 
 PAIRS = [(b, c) for b in BACKENDS for c in MODEL_CHECKS if (b, c.id) != ("jax", "S4.15")]
@@ -87,18 +70,6 @@ def test_model_selection_facts() -> None:
 
 
 # -- broken model backends ---------------------------------------------------------------
-
-class Wrapped:
-    """A model backend delegating to ``inner``, with some members replaced."""
-
-    def __init__(self, inner: Any, name: str, **overrides: Callable[..., Any]) -> None:
-        self._inner = inner
-        self.name = name
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._inner, item)
-
 
 REF = model_backend("numpy")
 

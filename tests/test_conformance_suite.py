@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,20 +21,10 @@ from spikenm.conformance.registry import CHECKS, checks_using
 from spikenm.conformance.runner import FAILING, XFAIL_DIR, RunConfig, SuiteResult, read_xfails, run_suite
 from spikenm.conformance.selection import BackendSelectionError, load_backend
 
+from conformance_helpers import Wrapped
+
 QUICK = RunConfig(profile="ci", max_examples=5, shrink=False)
 """Few examples and no shrinking: enough for the broken backends below, fast."""
-
-
-class Wrapped:
-    """A backend that delegates to ``inner`` except for the members given as overrides."""
-
-    def __init__(self, inner: Any, name: str, **overrides: Callable[..., Any]) -> None:
-        self._inner = inner
-        self.name = name
-        self.__dict__.update(overrides)
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._inner, item)
 
 
 class Missing(Wrapped):

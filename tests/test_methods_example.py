@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from spikenm import api
-from spikenm.methods import MethodState, StepMasks, load_method
+from spikenm.methods import MethodDefaults, MethodState, StepMasks, load_method
 from spikenm.methods.blocks import magnitude_mask
 from spikenm.snn import init_params
 from spikenm.train.config import ModelConfig
@@ -26,8 +26,8 @@ from spikenm.train.setup import build_network
 HERE = Path(__file__).resolve().parent
 
 
-class MagnitudeOnce:
-    """Prune to n:m by |W| at step 0, then train with that mask fixed."""
+class MagnitudeOnce(MethodDefaults):
+    """Prune to n:m by |W| at step 0, then train with that mask fixed (the README's)."""
 
     name = "magnitude-once"
 
@@ -37,15 +37,6 @@ class MagnitudeOnce:
 
     def masks(self, setup, state, weights, step):
         return state, StepMasks("fixed", state.group("fixed/"))
-
-    def weight_grads(self, setup, sm, weights, grads):
-        return {k: g * sm.masks[k] for k, g in grads.items()}
-
-    def update(self, setup, state, sm, weights, grads, credits, step, logit_grads=None):
-        return state
-
-    def eid_targets(self, setup, state, step):
-        return {}
 
     def final_masks(self, setup, state, weights):
         return state.group("fixed/")

@@ -595,8 +595,8 @@ def test_S0_5_bad_calls_name_the_value() -> None:
         mb.forward_backward(graph, ps, {}, xs, ys, {"beta": 0.5})  # type: ignore[arg-type]
     w = ps["layer1.weight"]
     for eid, match in (
-            (EIDRequest((4,), (w,), 0.5), "EID layer 4 does not exist; the graph has "
-                                          "layers 0..3"),
+            (EIDRequest((4,), (w,), 0.5), r"EID layer 4 does not exist; the graph has 4 "
+                                          r"weighted layers \(ordinals 0..3\)"),
             (EIDRequest((1, 1), (w, w), 0.5), r"EID layers \(1, 1\) repeat a layer"),
             (EIDRequest((1,), (), 0.5), "0 weights for 1 layers"),
             (EIDRequest((1,), (w,), 1.5), r"eid.decay=1.5 is invalid; expected a number in "

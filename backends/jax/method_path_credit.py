@@ -25,12 +25,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
+import jax.numpy as jnp  # noqa: F401 - the docstring examples use it
 
 from spikenm import validation
 
 from .eid import eligibility_credit
-from .snn_credit import presynaptic_trace
+from .snn_credit import weight_grad_credit
 
 __all__ = ["dense_credit", "op_credit"]
 
@@ -101,7 +101,8 @@ def op_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
 
     ``c = |W| * sum_t |g_t|`` with ``g_t`` the VJP of ``w -> op(e_t, w)`` at ``weight``
     applied to ``d_t``: the layer's weight gradient at the trace ``e_t``, computed for all
-    ``t`` at once by ``jax.vmap``.  The layout is whatever ``op`` uses (PyTorch ``OIHW``,
+    ``t`` at once by ``jax.vmap`` (`spikenm.backends.jax.snn_credit.weight_grad_credit`,
+    after checking the inputs).  The layout is whatever ``op`` uses (PyTorch ``OIHW``,
     Flax ``HWIO`` ...).  The bias is not part of ``op``.
 
     Parameters
@@ -135,11 +136,4 @@ def op_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
     if tuple(out.shape) != tuple(d.shape[1:]):
         raise ValueError(f"d has steps of shape {tuple(d.shape[1:])}; op gives currents of "
                          f"shape {tuple(out.shape)}")
-    traces = presynaptic_trace(x, _decay(decay))
-
-    def weight_grad(e_t: jax.Array, d_t: jax.Array) -> jax.Array:
-        _, pullback = jax.vjp(lambda w: op(e_t, w), weight)
-        return pullback(d_t.astype(out.dtype))[0]
-
-    per_step = jax.vmap(weight_grad)(traces, d)
-    return jnp.abs(weight) * jnp.sum(jnp.abs(per_step), axis=0)
+    return weight_grad_credit(op, x, d, weight, _decay(decay))

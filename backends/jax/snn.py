@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spikenm.snn.graph import Graph
-from spikenm.snn.model import EIDRequest, EvalResult, StepResult, check_call
+from spikenm.snn.model import EIDRequest, EvalResult, StepResult, check_call, check_eid_request
 from spikenm.snn.neuron import LIFParams
 
 from . import arrays
@@ -195,38 +195,20 @@ class JaxModelBackend:
 
     def _eid(self, graph: Graph, eid: EIDRequest | None, dtype: str
              ) -> tuple[tuple[int, ...], tuple[Any, ...], jax.Array]:
+        layers = check_eid_request(graph, eid)
         if eid is None:
             return (), (), self._scalar(0.0, dtype)
-        if not isinstance(eid, EIDRequest):
-            raise TypeError(f"eid must be a spikenm.snn.EIDRequest or None, got "
-                            f"{type(eid).__name__}")
-        layers = tuple(eid.layers)
-        count = len(graph.layers)
-        for k in layers:
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < count:
-                raise ValueError(f"EID layer {k!r} does not exist; the graph has {count} "
-                                 f"weighted layers (ordinals 0..{count - 1})")
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"EID layers {layers} repeat a layer")
-        if len(eid.weights) != len(layers):
-            raise ValueError(f"EID request has {len(eid.weights)} weights for "
-                             f"{len(layers)} layers {layers}; give one dense weight each")
         for k, w in zip(layers, eid.weights):
-            want = graph.layer_node(int(k)).weight_shape()
+            want = graph.layer_node(k).weight_shape()
             if tuple(w.shape) != want:
                 raise ValueError(f"EID weight of layer {k} has shape {tuple(w.shape)}; "
                                  f"expected {want}")
             if arrays.dtype_name(w) != dtype:
                 raise TypeError(f"EID weight of layer {k} is {arrays.dtype_name(w)}; "
                                 f"expected the parameters' dtype {dtype}")
-        decay = eid.decay
-        if not (isinstance(decay, (int, float, np.floating)) and not isinstance(decay, bool)
-                and 0.0 <= float(decay) <= 1.0):
-            raise ValueError(f"eid.decay={decay!r} is invalid; expected a number in [0, 1]")
         for k, w in zip(layers, eid.weights):
             self._check_array(f"EID weight of layer {k}", w)
-        weights = tuple(eid.weights)
-        return tuple(int(k) for k in layers), weights, self._scalar(decay, dtype)
+        return layers, tuple(eid.weights), self._scalar(eid.decay, dtype)
 
     def forward_backward(self, graph: Graph, params: Mapping[str, jax.Array],
                          buffers: Mapping[str, jax.Array], x: jax.Array, y: jax.Array,

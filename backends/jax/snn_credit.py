@@ -7,12 +7,16 @@ learning signal ``d_t = dL/dI_t`` and dense weight ``W``:
 
 Linear layers use the backend's `spikenm.backends.jax.eid.eligibility_credit`.  For a conv
 layer the inner sum over the unfolded input is the conv weight gradient of
-``(e_t, d_t)``; `conv_credit` takes it for all ``t`` at once (``jax.vmap`` over ``t`` of
-the convolution's VJP w.r.t. its weight, one batched convolution) and returns the credit
-in block layout ``(out, k, k, in)``.
+``(e_t, d_t)``; `conv_credit` takes it for all ``t`` at once (`weight_grad_credit`:
+``jax.vmap`` over ``t`` of the convolution's VJP w.r.t. its weight, one batched
+convolution) and returns the credit in block layout ``(out, k, k, in)``.
+`weight_grad_credit` also serves the JAX method path
+(`spikenm.backends.jax.method_path_credit.op_credit`).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +27,7 @@ from spikenm.snn.graph import Node
 from .eid import eligibility_credit
 from .snn_ops import conv2d
 
-__all__ = ["presynaptic_trace", "conv_credit", "layer_credit"]
+__all__ = ["presynaptic_trace", "weight_grad_credit", "conv_credit", "layer_credit"]
 
 
 def presynaptic_trace(x: jax.Array, decay: jax.Array | float) -> jax.Array:
@@ -43,13 +47,46 @@ def presynaptic_trace(x: jax.Array, decay: jax.Array | float) -> jax.Array:
     return traces
 
 
+def weight_grad_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
+                       d: jax.Array, weight: jax.Array, decay: jax.Array | float) -> jax.Array:
+    """EID credit (S2.3) of a layer whose current is ``I_t = op(x_t, weight)``, shaped
+    like ``weight``; the inputs are not checked.
+
+    ``c = |W| * sum_t |g_t|`` with ``g_t`` the VJP of ``w -> op(e_t, w)`` at ``weight``
+    applied to ``d_t`` (cast to the dtype of ``op``'s output): the layer's weight gradient
+    at the trace ``e_t``, for all ``t`` at once (``jax.vmap`` over ``t``).
+
+    Parameters
+    ----------
+    op : callable ``(x_t, weight) -> I_t``, without bias
+    x : ``(T, B, ...)`` layer input
+    d : ``(T, ...)`` ``dL/dI_t``, each step of ``op``'s output shape
+    weight : the dense weight, in ``op``'s layout
+    decay : trace decay in ``[0, 1]``
+
+    Examples
+    --------
+    >>> x = jnp.ones((2, 1, 4)); d = jnp.ones((2, 1, 1)); w = jnp.full((1, 4), -2.0)
+    >>> weight_grad_credit(lambda x_t, w: x_t @ w.T, x, d, w, 0.5).tolist()
+    [[5.0, 5.0, 5.0, 5.0]]
+    """
+    traces = presynaptic_trace(x, decay)
+
+    def weight_grad(e_t: jax.Array, d_t: jax.Array) -> jax.Array:
+        out, pullback = jax.vjp(lambda w: op(e_t, w), weight)
+        return pullback(d_t if d_t.dtype == out.dtype else d_t.astype(out.dtype))[0]
+
+    per_step = jax.vmap(weight_grad)(traces, d)
+    return jnp.abs(weight) * jnp.sum(jnp.abs(per_step), axis=0)
+
+
 def conv_credit(x: jax.Array, d: jax.Array, weight: jax.Array, node: Node,
                 decay: jax.Array | float) -> jax.Array:
     """EID credit of a conv layer (S2.3) in block layout ``(out, k, k, in)``.
 
     ``c = |W| * sum_t |g_t|`` with ``g_t[o, c, a, b] = sum_{n, i, j} d_t[n, o, i, j]
     epad_t[n, c, i s + a, j s + b]``, the weight gradient of the convolution at input
-    ``e_t`` and output gradient ``d_t``.
+    ``e_t`` and output gradient ``d_t`` (`weight_grad_credit` of `snn_ops.conv2d`).
 
     Parameters
     ----------
@@ -59,15 +96,8 @@ def conv_credit(x: jax.Array, d: jax.Array, weight: jax.Array, node: Node,
     node : the layer (stride, padding)
     decay : trace decay in ``[0, 1]``
     """
-    traces = presynaptic_trace(x, decay)
-
-    def weight_grad(e_t: jax.Array, d_t: jax.Array) -> jax.Array:
-        _, pullback = jax.vjp(lambda w: conv2d(e_t, w, node), weight)
-        return pullback(d_t)[0]
-
-    per_step = jax.vmap(weight_grad)(traces, d)
-    total = jnp.sum(jnp.abs(per_step), axis=0)
-    return jnp.transpose(jnp.abs(weight) * total, (0, 2, 3, 1))
+    credit = weight_grad_credit(lambda e_t, w: conv2d(e_t, w, node), x, d, weight, decay)
+    return jnp.transpose(credit, (0, 2, 3, 1))
 
 
 def layer_credit(node: Node, x: jax.Array, static: bool, d: jax.Array, weight: jax.Array,

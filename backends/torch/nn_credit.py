@@ -35,16 +35,32 @@ backward passes through one call add their gradients (``d_t`` of the summed loss
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from spikenm.api import to_block_layout
 
+from . import credit
 from .eid import eligibility_credit
 
 __all__ = ["CreditCollector", "conv_credit", "conv_weight_grad"]
+
+
+def _geometry(module: nn.Module) -> dict[str, Any]:
+    """Keyword arguments of `spikenm.backends.torch.credit.conv_weight_grad` for
+    ``module``: its stride, padding, dilation and groups, and its own convolution unless the
+    padding is zeros given as numbers."""
+    padding = getattr(module, "padding")
+    numeric_zeros = (getattr(module, "padding_mode", "zeros") == "zeros"
+                     and not isinstance(padding, str))
+
+    def conv(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return module._conv_forward(e, w, None)  # type: ignore[operator]
+
+    return dict(stride=module.stride, padding=padding, dilation=module.dilation,
+                groups=module.groups, conv=None if numeric_zeros else conv)
 
 
 def conv_weight_grad(module: nn.Module, e: torch.Tensor, d: torch.Tensor,
@@ -56,20 +72,10 @@ def conv_weight_grad(module: nn.Module, e: torch.Tensor, d: torch.Tensor,
 
     Zero padding given as numbers uses ``torch.nn.grad.conv{N}d_weight`` (no forward
     pass); every other case is the vector-Jacobian product of the module's own
-    convolution ``W -> module._conv_forward(e, W, None)``.
+    convolution ``W -> module._conv_forward(e, W, None)``
+    (`spikenm.backends.torch.credit.conv_weight_grad`).
     """
-    dims = weight.dim() - 2
-    padding = getattr(module, "padding")
-    if getattr(module, "padding_mode", "zeros") == "zeros" and not isinstance(padding, str):
-        grad_fn = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight,
-                   3: torch.nn.grad.conv3d_weight}[dims]
-        return grad_fn(e, tuple(weight.shape), d, stride=module.stride, padding=padding,
-                       dilation=module.dilation, groups=module.groups)
-    w = weight.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = module._conv_forward(e, w, None)  # type: ignore[operator]
-        (grad,) = torch.autograd.grad(out, w, d)
-    return grad
+    return credit.conv_weight_grad(e, d, weight, **_geometry(module))
 
 
 def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor,
@@ -77,7 +83,8 @@ def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: tor
     """EID credit (S2.3) of a conv layer, framework layout ``(out, in/groups, *kernel)``.
 
     ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps and
-    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``.
+    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``
+    (`spikenm.backends.torch.credit.conv_credit` with ``module``'s geometry).
 
     Parameters
     ----------
@@ -88,12 +95,7 @@ def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: tor
     weight : the dense weight ``(O, C / groups, *kernel)``
     decay : trace decay in ``[0, 1]``
     """
-    trace = torch.zeros_like(x[0])
-    total = torch.zeros_like(weight)
-    for t in range(x.shape[0]):
-        trace = decay * trace + x[t]
-        total = total + torch.abs(conv_weight_grad(module, trace, d[t], weight))
-    return torch.abs(weight) * total
+    return credit.conv_credit(x, d, weight, decay, **_geometry(module))
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from spikenm.snn.graph import Graph
-from spikenm.snn.model import EIDRequest, EvalResult, StepResult, check_call
+from spikenm.snn.model import EIDRequest, EvalResult, StepResult, check_call, check_eid_request
 from spikenm.snn.neuron import LIFParams
 
 from . import arrays
@@ -151,26 +151,9 @@ class TorchModelBackend:
 
     def _eid_layers(self, graph: Graph, params: Mapping[str, torch.Tensor],
                     eid: EIDRequest | None) -> tuple[int, ...]:
+        layers = check_eid_request(graph, eid)
         if eid is None:
             return ()
-        if not isinstance(eid, EIDRequest):
-            raise TypeError(f"eid is a {type(eid).__name__}; expected a "
-                            f"spikenm.snn.EIDRequest or None")
-        layers = tuple(eid.layers)
-        n = len(graph.layers)
-        for k in layers:
-            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
-                raise ValueError(f"EID layer {k!r} does not exist; the graph has layers "
-                                 f"0..{n - 1}")
-        if len(set(layers)) != len(layers):
-            raise ValueError(f"EID layers {layers} repeat a layer")
-        if len(eid.weights) != len(layers):
-            raise ValueError(f"EID request has {len(eid.weights)} weights for {len(layers)} "
-                             f"layers; expected one per layer")
-        decay = eid.decay
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
-                or not 0.0 <= decay <= 1.0:
-            raise ValueError(f"eid.decay={decay!r} is invalid; expected a number in [0, 1]")
         for k, w in zip(layers, eid.weights):
             like = params[f"layer{k}.weight"]
             if not isinstance(w, torch.Tensor) or tuple(w.shape) != tuple(like.shape) \

@@ -7,37 +7,21 @@ For a layer with input ``x_t`` and learning signal ``d_t = dL/dI_t`` (from autog
 
 with the dense ``W``.  A linear layer uses the torch backend's `eligibility_credit`; for
 a conv layer the inner sum over the unfolded input is the conv weight gradient of
-``(e_t, d_t)``, taken for all steps at once (``vmap`` over ``t``) and returned in block
-layout ``(out, k, k, in)`` (`spikenm.api.to_block_layout`).
+``(e_t, d_t)`` (`spikenm.backends.torch.credit.conv_credit`, shared with the PyTorch
+module path), returned in block layout ``(out, k, k, in)``
+(`spikenm.api.to_block_layout`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn.grad import conv2d_weight
 
 from spikenm.snn.graph import Node
 
+from . import credit
 from .eid import eligibility_credit
 
-__all__ = ["traces", "conv_credit", "layer_credit"]
-
-
-def traces(x: torch.Tensor, decay: float) -> torch.Tensor:
-    """Presynaptic traces ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) of ``(T, B, ...)``
-    inputs (S2.1).
-
-    Examples
-    --------
-    >>> traces(torch.ones(3, 1), 0.5).flatten().tolist()
-    [1.0, 1.5, 1.75]
-    """
-    out = []
-    e = torch.zeros_like(x[0])
-    for t in range(x.shape[0]):
-        e = decay * e + x[t]
-        out.append(e)
-    return torch.stack(out)
+__all__ = ["conv_credit", "layer_credit"]
 
 
 def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: int,
@@ -46,14 +30,14 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: 
 
     ``c = |W| * sum_t | conv_weight_grad(e_t, d_t) |`` where
     ``conv_weight_grad(e, d)[o, c, a, b] = sum_{n, i, j} d[n, o, i, j]
-    epad[n, c, i s + a, j s + b]``.
+    epad[n, c, i s + a, j s + b]`` (`spikenm.backends.torch.credit.conv_credit`).
 
     Parameters
     ----------
     x : ``(T, B, C, H, W)`` layer input
     d : ``(T, B, O, Ho, Wo)`` ``dL/dI_t``
     weight : ``(O, C, k, k)`` dense weight
-    stride, padding : the layer's geometry
+    stride, padding : the layer's geometry (zero padding)
     decay : trace decay in ``[0, 1]``
 
     Examples
@@ -62,14 +46,8 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: 
     >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 1, 1, 0.0)[0, 1, 1].tolist()
     [18.0]
     """
-    shape = tuple(weight.shape)
-
-    def grad_w(e: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return conv2d_weight(e, shape, g, stride=stride, padding=padding)
-
-    per_step = torch.func.vmap(grad_w)(traces(x, decay), d)
-    total = torch.abs(per_step).sum(dim=0)
-    return (torch.abs(weight) * total).permute(0, 2, 3, 1).contiguous()
+    c = credit.conv_credit(x, d, weight, decay, stride=stride, padding=padding)
+    return c.permute(0, 2, 3, 1).contiguous()
 
 
 def layer_credit(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,

@@ -18,10 +18,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Method, MethodSetup, MethodState, StepMasks
+from .base import Method, MethodDefaults, MethodSetup, MethodState, StepMasks
 
-__all__ = ["BUILTIN", "Method", "MethodSetup", "MethodState", "StepMasks", "load_method",
-           "method_names", "is_import_path", "check_method", "MEMBERS"]
+__all__ = ["BUILTIN", "Method", "MethodDefaults", "MethodSetup", "MethodState", "StepMasks",
+           "load_method", "method_names", "is_import_path", "check_method", "MEMBERS"]
 
 BUILTIN: dict[str, str] = {
     "dense": "spikenm.methods.dense",

@@ -40,7 +40,8 @@ import numpy as np
 from .graph import Graph
 from .neuron import LIFParams
 
-__all__ = ["ModelBackend", "EIDRequest", "StepResult", "EvalResult", "check_call"]
+__all__ = ["ModelBackend", "EIDRequest", "StepResult", "EvalResult", "check_call",
+           "check_eid_request"]
 
 Array = Any
 
@@ -182,3 +183,43 @@ def check_call(graph: Graph, params: Mapping[str, Array], buffers: Mapping[str, 
             raise ValueError(f"labels y are {label} of shape {tuple(y.shape)}; expected "
                              f"integer class indices of shape ({batch},)")
     return static, batch
+
+
+def check_eid_request(graph: Graph, eid: Any) -> tuple[int, ...]:
+    """Validate the framework-free part of an EID request (S5.5) against ``graph``; return
+    its layer ordinals as ints (``()`` for ``eid=None``).
+
+    Checks that ``eid`` is an `EIDRequest` or None, that every layer is an ordinal of
+    ``graph.layers`` given once, that there is one weight per layer and that ``decay`` is
+    a number in ``[0, 1]`` (S2.1).  The weights themselves (array type, shape, dtype,
+    device) are the backend's to check.
+
+    Raises
+    ------
+    TypeError
+        ``eid`` is neither an `EIDRequest` nor None.
+    ValueError
+        A layer that does not exist or is repeated, a weight count other than the layer
+        count, or a decay that is not a number in ``[0, 1]``; the message names it.
+    """
+    if eid is None:
+        return ()
+    if not isinstance(eid, EIDRequest):
+        raise TypeError(f"eid must be a spikenm.snn.EIDRequest or None, got "
+                        f"{type(eid).__name__}")
+    layers = tuple(eid.layers)
+    count = len(graph.layers)
+    for k in layers:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < count:
+            raise ValueError(f"EID layer {k!r} does not exist; the graph has {count} "
+                             f"weighted layers (ordinals 0..{count - 1})")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"EID layers {layers} repeat a layer")
+    if len(eid.weights) != len(layers):
+        raise ValueError(f"EID request has {len(eid.weights)} weights for "
+                         f"{len(layers)} layers {layers}; give one dense weight each")
+    decay = eid.decay
+    if not (isinstance(decay, (int, float, np.floating)) and not isinstance(decay, bool)
+            and 0.0 <= float(decay) <= 1.0):
+        raise ValueError(f"eid.decay={decay!r} is invalid; expected a number in [0, 1]")
+    return tuple(int(k) for k in layers)

@@ -1,0 +1,93 @@
+"""EID credit of a convolution on torch tensors (SPEC S2.1-S2.3), shared by the torch model
+backend (`spikenm.backends.torch.snn_credit`) and the PyTorch module path
+(`spikenm.backends.torch.nn_credit`).
+
+For a conv layer with input ``x_t``, presynaptic trace ``e_t = lam e_{t-1} + x_t``
+(``e_0 = 0``), learning signal ``d_t = dL/dI_t`` and dense weight ``W``:
+
+    c = |W| * sum_t | conv_weight_grad(e_t, d_t) |
+
+where the conv weight gradient is S2.3's inner sum ``sum_b d_t[b, o] e_t[b, j]`` over the
+unfolded input.  The credit has the framework layout ``(O, C / groups, *kernel)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+__all__ = ["conv_weight_grad", "conv_credit"]
+
+Conv = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A layer's own convolution ``(input, weight) -> output``, without bias."""
+
+_WEIGHT_GRAD = {1: torch.nn.grad.conv1d_weight, 2: torch.nn.grad.conv2d_weight,
+                3: torch.nn.grad.conv3d_weight}
+
+
+def conv_weight_grad(e: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, *,
+                     stride: int | tuple[int, ...], padding: int | tuple[int, ...] | str,
+                     dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                     conv: Conv | None = None) -> torch.Tensor:
+    """Weight gradient of a convolution at input ``e`` and output gradient ``d``:
+    ``sum_{b, positions} d[b, o, ...] * patch(e)[b, c, ...]`` (the inner sum of S2.3 over
+    the unfolded input), for 1-3 spatial axes.
+
+    Parameters
+    ----------
+    e : ``(B, C, *space)`` input (a presynaptic trace)
+    d : ``(B, O, *space_out)`` output gradient
+    weight : ``(O, C / groups, *kernel)``
+        The weight the gradient is taken at (only its shape matters for a convolution).
+    stride, padding, dilation, groups : the convolution's geometry
+    conv : callable ``(input, weight) -> output``, optional
+        The layer's own convolution without bias, for padding that is not zeros given as
+        numbers (``"same"``, ``"valid"``, a ``padding_mode`` other than ``"zeros"``): the
+        result is then the vector-Jacobian product of ``W -> conv(e, W)``.  Without it,
+        ``padding`` is zero padding and ``torch.nn.grad.conv{N}d_weight`` gives the
+        gradient with no forward pass.
+    """
+    if conv is None:
+        grad_fn = _WEIGHT_GRAD[weight.dim() - 2]
+        return grad_fn(e, tuple(weight.shape), d, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups)
+    w = weight.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = conv(e, w)
+        (grad,) = torch.autograd.grad(out, w, d)
+    return grad
+
+
+def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, decay: float, *,
+                stride: int | tuple[int, ...], padding: int | tuple[int, ...] | str,
+                dilation: int | tuple[int, ...] = 1, groups: int = 1,
+                conv: Conv | None = None) -> torch.Tensor:
+    """EID credit (S2.3) of a conv layer, framework layout ``(O, C / groups, *kernel)``.
+
+    ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps and
+    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``, one weight gradient per step,
+    accumulated (on CPU faster than one ``torch.func.vmap`` over ``t``).
+
+    Parameters
+    ----------
+    x : ``(T, B, C, *space)`` layer input
+    d : ``(T, B, O, *space_out)`` ``dL/dI_t``
+    weight : the dense weight ``(O, C / groups, *kernel)``
+    decay : trace decay in ``[0, 1]``
+    stride, padding, dilation, groups, conv : the convolution, as in `conv_weight_grad`
+
+    Examples
+    --------
+    >>> x = torch.ones(2, 1, 1, 3, 3); d = torch.ones(2, 1, 1, 3, 3)
+    >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 0.0, stride=1, padding=1)[0, 0, 1, 1].item()
+    18.0
+    """
+    trace = torch.zeros_like(x[0])
+    total = torch.zeros_like(weight)
+    for t in range(x.shape[0]):
+        trace = decay * trace + x[t]
+        total = total + torch.abs(conv_weight_grad(trace, d[t], weight, stride=stride,
+                                                   padding=padding, dilation=dilation,
+                                                   groups=groups, conv=conv))
+    return torch.abs(weight) * total
