@@ -149,3 +149,69 @@ def test_blas_threads_leave_torch_threads_alone() -> None:
     assert threads("cli._limit_blas_threads(1)") == ["1", untouched[1], "1"]
     with pytest.raises(ValueError, match="--torch-threads"):
         cli._set_torch_threads(0)
+
+
+def test_reproduce_reuses_saved_runs_and_never_writes_a_partial_grid(tmp_path, monkeypatch
+                                                                      ) -> None:
+    """Re-running a grid reuses every finished run; an interrupted grid continues where it
+    stopped and leaves the last complete results.json alone."""
+    import io
+
+    from spikenm.train import reproduce
+
+    out = tmp_path / "grid"
+    grid = reproduce.Grid("micro", "digits", (0, 1), ("2:4",), ("dense", "random"),
+                          ("optim.epochs=1", "model.hidden=16,16"))
+    real_train = reproduce.train
+    calls: list[int] = []
+
+    def counting(cfg, **kw):
+        calls.append(cfg.run.seed)
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(reproduce, "train", counting)
+    first = reproduce.run_grid(grid, "numpy", out)
+    assert len(first) == 4 and len(calls) == 4
+    complete = (out / "results.json").read_text()
+
+    stream = io.StringIO()
+    again = reproduce.run_grid(grid, "numpy", out, stream=stream)
+    assert len(calls) == 4, "a saved run was trained again"
+    assert stream.getvalue().count("saved run reused") == 4
+    assert [r["test_acc"] for r in again] == [r["test_acc"] for r in first]
+
+    # a larger grid, interrupted after one new run: the new run is kept in runs.json,
+    # results.json still holds the last complete grid
+    bigger = reproduce.Grid("micro", "digits", (0, 1, 2), ("2:4",), ("dense", "random"),
+                            grid.overrides)
+
+    def interrupted(cfg, **kw):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return counting(cfg, **kw)
+
+    monkeypatch.setattr(reproduce, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.run_grid(bigger, "numpy", out)
+    assert len(calls) == 5
+    assert (out / "results.json").read_text() == complete
+    assert len(json.loads((out / "runs.json").read_text())["runs"]) == 5
+
+    monkeypatch.setattr(reproduce, "train", counting)
+    final = reproduce.run_grid(bigger, "numpy", out)
+    assert len(calls) == 6, "only the one missing cell may run"
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["runs"]) == len(final) == 6
+    assert saved["key"]["grid"]["seeds"] == [0, 1, 2]
+
+
+def test_reproduce_refuses_a_foreign_runs_file(tmp_path) -> None:
+    from spikenm.train import reproduce
+
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / "runs.json").write_text('{"something": 1}')
+    grid = reproduce.Grid("micro", "digits", (0,), ("2:4",), ("dense",), ("optim.epochs=1",))
+    with pytest.raises(ValueError, match="runs.json is not a spikenm reproduce run file"):
+        reproduce.run_grid(grid, "numpy", out)
+    assert (out / "runs.json").read_text() == '{"something": 1}'

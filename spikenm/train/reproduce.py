@@ -2,9 +2,14 @@
 table, plots and plain verdicts on the paper's claims (see `spikenm.train.report`).
 
 Every run of a grid shares the data, network, initialization per seed, step budget and
-weight optimizer (SPEC S6).  Results are saved after every run (atomically) in
-``OUT/results.json``; running the same grid again with the same ``--out`` skips the runs
-already there, so an interrupted grid continues where it stopped.
+weight optimizer (SPEC S6).  Every finished run is saved at once (atomically) in
+``OUT/runs.json``, keyed by its whole configuration: running a grid again with the same
+``--out`` reuses every run whose configuration is already there (whichever grid it came
+from), so an interrupted grid continues where it stopped and a larger grid reruns only
+the new cells.  ``OUT/results.json`` holds exactly the runs of one grid and is written
+only when that grid is complete, so it is never replaced by a partial grid; the report
+and plots are made from the same runs.  The saved runs are measurements of the code that
+made them: delete ``OUT`` (or use another) to measure again after changing the code.
 """
 
 from __future__ import annotations
@@ -90,6 +95,36 @@ def cells(grid: Grid) -> list[tuple[str, str, int]]:
     return out
 
 
+RUNS_FILE = "runs.json"
+"""Every finished run in ``OUT``, with its configuration (the key of reuse)."""
+RESULTS_FILE = "results.json"
+"""The runs of the last complete grid run into ``OUT``."""
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """The key under which a run is saved and reused: its whole configuration as JSON."""
+    return json.dumps(config_to_dict(cfg), sort_keys=True)
+
+
+def _load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """The saved runs of ``OUT/runs.json`` by `run_key` (empty when there is none).
+
+    Raises
+    ------
+    ValueError
+        When the file is not what `run_grid` writes (naming the file).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        runs = saved["runs"]
+        return {json.dumps(r["config"], sort_keys=True): r for r in runs}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a spikenm reproduce run file ({exc!r}); move it "
+                         f"away or choose another --out") from None
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -100,40 +135,44 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str, ...] = (),
              stream: TextIO | None = None) -> list[dict[str, Any]]:
-    """Run (or continue) ``grid``; returns one record per run.  One progress line per run
-    goes to ``stream`` when given."""
+    """Run (or continue) ``grid``; returns one record per cell.  Runs already saved in
+    ``OUT/runs.json`` with the same configuration are reused, not rerun.  One progress
+    line per cell goes to ``stream`` when given."""
     out = Path(out_dir)
-    results_path = out / "results.json"
-    key = {"grid": asdict(grid), "backend": backend, "overrides": list(overrides),
-           "defaults": config_to_dict(TrainConfig())}
-    runs: list[dict[str, Any]] = []
-    if results_path.is_file():
-        saved = json.loads(results_path.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            runs = saved["runs"]
-    done = {(r["variant"], r["pattern"], r["seed"]) for r in runs}
+    runs_path = out / RUNS_FILE
+    saved = _load_runs(runs_path)
+    key = json.loads(json.dumps({"grid": asdict(grid), "backend": backend,
+                                 "overrides": list(overrides)}))
     todo = cells(grid)
+    runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for i, (variant, pattern, seed) in enumerate(todo):
-        if (variant, pattern, seed) in done:
-            continue
         cfg = run_config(grid, variant, pattern, seed, backend, overrides)
-        result = train(cfg, stream=None)
-        s = result.summary
-        flips = [[r["step"], r["flip_rate"]] for r in result.records
-                 if r.get("type") == "train" and r.get("flip_rate") is not None]
-        run = {"variant": variant, "pattern": pattern, "seed": seed,
-               "test_acc": s["test_acc"], "flip_rate": s["flip_rate"],
-               "firing_rates": s["firing_rates"], "seconds": s["seconds"],
-               "flip_history": flips, "layers": s["layers"]}
+        cell_key = run_key(cfg)
+        reused = cell_key in saved
+        if reused:
+            run = dict(saved[cell_key], variant=variant, pattern=pattern, seed=seed)
+        else:
+            result = train(cfg, stream=None)
+            s = result.summary
+            flips = [[r["step"], r["flip_rate"]] for r in result.records
+                     if r.get("type") == "train" and r.get("flip_rate") is not None]
+            run = {"variant": variant, "pattern": pattern, "seed": seed,
+                   "test_acc": s["test_acc"], "flip_rate": s["flip_rate"],
+                   "firing_rates": s["firing_rates"], "seconds": s["seconds"],
+                   "flip_history": flips, "layers": s["layers"],
+                   "config": json.loads(cell_key)}
+            saved[cell_key] = run
+            _write_json(runs_path, {"runs": list(saved.values())})
         runs.append(run)
-        _write_json(results_path, {"key": key, "runs": runs})
         if stream is not None:
-            flip = "" if s["flip_rate"] is None else f"  flip {s['flip_rate']:.4f}"
+            flip = "" if run["flip_rate"] is None else f"  flip {run['flip_rate']:.4f}"
+            how = "saved run reused" if reused else f"{run['seconds']:.1f} s"
             stream.write(f"[{i + 1}/{len(todo)}] {variant:<14} {pattern:<5} seed {seed}  "
-                         f"test acc {s['test_acc']:.4f}{flip}  {s['seconds']:.1f} s  "
+                         f"test acc {run['test_acc']:.4f}{flip}  {how}  "
                          f"(elapsed {time.perf_counter() - t0:.0f} s)\n")
             stream.flush()
+    _write_json(out / RESULTS_FILE, {"key": key, "runs": runs})
     return runs
 
 
