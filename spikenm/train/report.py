@@ -54,16 +54,28 @@ def group_runs(runs: list[dict[str, Any]]) -> dict[tuple[str, str], Group]:
 
 
 def compare(a: Group, b: Group) -> tuple[float, float]:
-    """``(mean(a) - mean(b), se)`` of the difference of means."""
+    """``(mean(a) - mean(b), se)`` of the difference of means; ``se`` is NaN when a group
+    has fewer than 2 seeds (no spread to compare against)."""
+    if min(len(a.accs), len(b.accs)) < 2:
+        return a.mean - b.mean, math.nan
     se = math.sqrt(a.std ** 2 / len(a.accs) + b.std ** 2 / len(b.accs))
     return a.mean - b.mean, se
 
 
 def verdict(delta: float, se: float) -> str:
-    """``above``/``below`` when ``|delta| > 2 se``, else ``within noise``."""
+    """``above``/``below`` when ``|delta| > 2 se``, else ``within noise``;
+    ``not enough seeds`` when ``se`` is NaN (`compare` with a single seed)."""
+    if math.isnan(se):
+        return "not enough seeds"
     if abs(delta) <= 2 * se:
         return "within noise"
     return "above" if delta > 0 else "below"
+
+
+def _power(se: float) -> str:
+    """The smallest difference of means the seeds can tell from noise (``2 se``)."""
+    return "not enough seeds (2 or more per group)" if math.isnan(se) else (
+        f"detectable difference 2se {200 * se:.2f} pts")
 
 
 def _patterns(groups: dict[tuple[str, str], Group]) -> list[str]:
@@ -99,11 +111,27 @@ def claims(groups: dict[tuple[str, str], Group]) -> list[str]:
     # (a)
     if dense is not None and "2:4" in sp:
         d, se = compare(sp["2:4"], dense)
-        ok = d >= -2 * se
-        out.append(f"(a) 2:4 accuracy within noise of dense or above: "
-                   f"{'REPRODUCED' if ok else 'NOT reproduced'} -- spikenm 2:4 "
-                   f"{100 * sp['2:4'].mean:.2f}% vs dense {100 * dense.mean:.2f}% "
-                   f"(Δ {100 * d:+.2f} pts, 2se {200 * se:.2f}; {verdict(d, se)}).")
+        control = groups.get(("random", "2:4"))
+        note = ""
+        if math.isnan(se):
+            status = "NOT DECIDED (not enough seeds)"
+        elif d < -2 * se:
+            status = "NOT reproduced"
+        else:
+            status = "REPRODUCED"
+            if control is not None:
+                dc, sec = compare(control, dense)
+                if not math.isnan(sec) and dc >= -2 * sec:
+                    status = "NOT DISCRIMINATING"
+                    note = (f"; the random-mask control passes the same test (random 2:4 "
+                            f"Δ {100 * dc:+.2f} pts, {verdict(dc, sec)}), so this grid "
+                            f"cannot tell a learned mask from a random one")
+                elif not math.isnan(sec):
+                    note = (f"; the random-mask control fails it (random 2:4 Δ "
+                            f"{100 * dc:+.2f} pts, {verdict(dc, sec)})")
+        out.append(f"(a) 2:4 accuracy within noise of dense or above: {status} -- spikenm "
+                   f"2:4 {100 * sp['2:4'].mean:.2f}% vs dense {100 * dense.mean:.2f}% "
+                   f"(Δ {100 * d:+.2f} pts, {_power(se)}; {verdict(d, se)}){note}.")
     else:
         out.append("(a) not tested: the grid lacks dense or spikenm 2:4.")
     # (b)
@@ -118,7 +146,7 @@ def claims(groups: dict[tuple[str, str], Group]) -> list[str]:
             flip_rows.append(f"{p}: {f1:.4f} vs {f0:.4f}")
         if int(p.split(":")[1]) >= 8:
             d, se = compare(g, ne)
-            helps.append(d > 2 * se)
+            helps.append(not math.isnan(se) and d > 2 * se)
             help_rows.append(f"{p}: Δ {100 * d:+.2f} pts ({verdict(d, se)})")
     if flips_ok:
         lower = all(flips_ok)
@@ -128,8 +156,9 @@ def claims(groups: dict[tuple[str, str], Group]) -> list[str]:
     else:
         out.append("(b1) not tested: the grid lacks spikenm with and without EID.")
     if helps:
+        undecided = any("not enough seeds" in r for r in help_rows)
         out.append(f"(b2) EID helps accuracy at high sparsity (m >= 8): "
-                   f"{'REPRODUCED' if all(helps) else ('PARTLY' if any(helps) else 'NOT reproduced')}"
+                   f"{'NOT DECIDED (not enough seeds)' if undecided else 'REPRODUCED' if all(helps) else ('PARTLY' if any(helps) else 'NOT reproduced')}"
                    f" -- with minus without EID, " + "; ".join(help_rows) + ".")
     else:
         out.append("(b2) not tested: the grid has no pattern with m >= 8 run with and "
@@ -142,12 +171,13 @@ def claims(groups: dict[tuple[str, str], Group]) -> list[str]:
             if o is None:
                 continue
             d, se = compare(g, o)
-            wins.append(d >= -2 * se)
+            wins.append(not math.isnan(se) and d >= -2 * se)
             rows.append(f"{p} vs {other}: Δ {100 * d:+.2f} ({verdict(d, se)})")
     if rows:
         strict = sum(1 for r in rows if "(above)" in r)
+        undecided = any("not enough seeds" in r for r in rows)
         out.append(f"(c) spikenm vs SR-STE/ASP/MaskLLM at equal pattern: "
-                   f"{'REPRODUCED' if all(wins) and strict else ('PARTLY' if any(wins) else 'NOT reproduced')}"
+                   f"{'NOT DECIDED (not enough seeds)' if undecided else 'REPRODUCED' if all(wins) and strict else ('PARTLY' if any(wins) else 'NOT reproduced')}"
                    f" (claim: at least as good; {strict} of {len(rows)} comparisons clearly "
                    f"above) -- " + "; ".join(rows) + ".")
     else:
