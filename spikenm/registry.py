@@ -286,15 +286,20 @@ def array_backend(spec: str) -> Any:
     if entry.array_module is None:
         raise ValueError(f"backend {spec!r} has no array backend (it registers only a model "
                          f"backend, {entry.model_module})")
-    module_name = entry.array_module.partition(":")[0]
-    try:
-        importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(f"the {entry.name} backend ({entry.array_module}) could not be "
-                          f"imported: {exc}{_install_hint(entry)}") from exc
+    _import_entry(entry, entry.array_module, "backend")
     backend = _array_object(entry.array_module)
     _LOADED[entry.name] = backend
     return backend
+
+
+def _import_entry(entry: BackendInfo, spec: str, what: str) -> None:
+    """Import the module of ``spec`` (``module[:ATTR]``) of a registered backend; a missing
+    framework is an ImportError naming the backend and the extra to install."""
+    try:
+        importlib.import_module(spec.partition(":")[0])
+    except ImportError as exc:
+        raise ImportError(f"the {entry.name} {what} ({spec}) could not be imported: "
+                          f"{exc}{_install_hint(entry)}") from exc
 
 
 def owner_of(x: Any) -> str | None:
@@ -347,12 +352,7 @@ def model_factory(spec: str) -> Any:
     """
     entry = info(spec)
     if entry is not None and entry.model_module:
-        module_name = entry.model_module.partition(":")[0]
-        try:
-            importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ImportError(f"the {entry.name} model backend ({entry.model_module}) could "
-                              f"not be imported: {exc}{_install_hint(entry)}") from exc
+        _import_entry(entry, entry.model_module, "model backend")
         return import_path(entry.model_module, "model_backend", "model backend")
     if "." in spec or ":" in spec:
         return import_path(spec, "model_backend", "model backend")

@@ -40,6 +40,8 @@ from spikenm.protocol import Backend, missing_members
 from spikenm.snn import (EIDRequest, Graph, LIFParams, ModelBackend, Node, init_buffers,
                          init_params)
 
+from network_helpers import random_params
+
 FLOATS = (np.float32, np.float64)
 PATTERNS = ((1, 2), (1, 4), (2, 4), (3, 4), (4, 4), (2, 8), (4, 8), (3, 3), (8, 16))
 SHORT_PATTERNS = ((1, 2), (2, 4), (3, 3), (4, 8))
@@ -875,15 +877,7 @@ def _net_arrays(graph: Graph, dtype: str, seed: int = 0, batch: int = 4,
     """S4.10 weights (gain 2.5), non-zero biases and bn affine parameters, non-trivial
     running statistics and a batch, drawn in float64 and cast to ``dtype``."""
     rng = np.random.default_rng(seed)
-    params = init_params(graph, seed, 2.5, "float64")
-    for key, value in params.items():
-        if key.endswith((".bias", ".beta")):
-            params[key] = 0.2 * rng.standard_normal(value.shape)
-        elif key.endswith(".gamma"):
-            params[key] = 1.0 + 0.2 * rng.standard_normal(value.shape)
-    buffers = {key: (0.1 * rng.standard_normal(v.shape) if key.endswith("mean")
-                     else rng.uniform(0.5, 1.5, v.shape))
-               for key, v in init_buffers(graph, "float64").items()}
+    params, buffers = random_params(graph, seed, rng)
     x = rng.random(((t_steps,) if time_major else ()) + (batch,) + graph.input_shape)
     y = rng.integers(0, graph.num_classes, batch).astype(np.int64)
     return ({k: v.astype(dtype) for k, v in params.items()},

@@ -4,7 +4,6 @@ equations, and N:M re-derivation on import."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import doctest
 import math
@@ -26,13 +25,7 @@ N, M = 2, 4
 Params = dict[str, np.ndarray]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _torch_one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids spin-waiting on a shared two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def prune(graph: Graph, params: Params, layers: range | list[int]) -> Params:

@@ -8,7 +8,6 @@ S6.4 SR-STE).  EID credits and the EID term are in ``test_torch_nn_eid.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import doctest
@@ -32,13 +31,7 @@ from spikenm.seeds import seed_of
 N, M = 2, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _torch_one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread avoids spin-waiting on a shared two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:

@@ -9,8 +9,6 @@ the trainer's from the credit of the step itself, so the two differ by design (S
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,27 +28,10 @@ from spikenm.train.loop import train
 from spikenm.train.setup import build_network
 from spikenm.train.step import weight_lr
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _torch_one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from torch_helpers import ATanSpike
 
 
-class Spike(torch.autograd.Function):
-    """``[H >= 1]`` with the ATan surrogate, ``alpha = 2`` (S4.3, S4.4)."""
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h)
-        return (h >= 1.0).to(h.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (h,) = ctx.saved_tensors
-        return g / (1.0 + (math.pi * (h - 1.0)) ** 2)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class SpikingMLP(nn.Module):
@@ -66,7 +47,7 @@ class SpikingMLP(nn.Module):
             s = x
             for i, layer in enumerate(self.layers[:-1]):
                 h = 0.5 * v[i] + layer(s)
-                s = Spike.apply(h)
+                s = ATanSpike.apply(h)
                 v[i] = h * (1.0 - s)
             out = out + self.layers[-1](s)
         return out / time_steps  # type: ignore[return-value]

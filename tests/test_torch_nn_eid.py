@@ -5,9 +5,7 @@ backend on the same graph (same ``G``, same credits)."""
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,6 +23,8 @@ from spikenm.snn.archs import conv_net
 from spikenm.snn.graph import init_params
 from spikenm.snn.model import EIDRequest
 from spikenm.snn.neuron import LIFParams
+
+from torch_helpers import ATanSpike
 
 N, M = 2, 4
 F64 = torch.float64
@@ -47,12 +47,7 @@ class Recorder:
                                  logit_grads=logit_grads)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _torch_one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -229,20 +224,6 @@ def test_collector_refuses_inputs_it_cannot_read() -> None:
 
 
 # -- a spiking conv net written by hand, against the torch model backend -------------------
-
-class ATanSpike(torch.autograd.Function):
-    """``S = [H >= theta]`` with the ATan surrogate of S4.4 (``alpha = 2``)."""
-
-    @staticmethod
-    def forward(ctx: Any, h: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h)
-        return (h >= 1.0).to(h.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (h,) = ctx.saved_tensors
-        return g * 1.0 / (1.0 + (math.pi * (h - 1.0)) ** 2)
-
 
 def lif(v: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h = 0.5 * v + current

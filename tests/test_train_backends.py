@@ -25,7 +25,6 @@ import contextlib
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +40,8 @@ from spikenm.registry import model_backend
 from spikenm.snn import (EIDRequest, Graph, LIFParams, Node, conv_net, init_buffers,
                          init_params, mlp, resnet19, vgg11)
 
+from network_helpers import random_params
+
 TOL64 = 4 * math.sqrt(float(np.finfo(np.float64).eps))
 """float64 agreement, SPEC S0.6 / S4.11 (5.96e-8)."""
 TOL32 = 4 * math.sqrt(float(np.finfo(np.float32).eps))
@@ -54,12 +55,7 @@ DECAY = 0.6
 """EID trace decay of every comparison."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _torch_one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _x64(name: str, dtype: str) -> contextlib.AbstractContextManager[Any]:
@@ -128,15 +124,7 @@ def _arrays(graph: Graph, lif: LIFParams, poisson: bool, seed: int, batch: int, 
     """S4.10 weights (gain 2.5), small non-zero biases and batch-norm affine parameters,
     non-trivial running statistics, and a batch; all drawn in float64."""
     rng = np.random.default_rng(seed)
-    params = init_params(graph, seed, 2.5, "float64")
-    for key, value in params.items():
-        if key.endswith((".bias", ".beta")):
-            params[key] = 0.2 * rng.standard_normal(value.shape)
-        elif key.endswith(".gamma"):
-            params[key] = 1.0 + 0.2 * rng.standard_normal(value.shape)
-    buffers = {key: (0.1 * rng.standard_normal(v.shape) if key.endswith("mean")
-                     else rng.uniform(0.5, 1.5, v.shape))
-               for key, v in init_buffers(graph, "float64").items()}
+    params, buffers = random_params(graph, seed, rng)
     x = rng.random((batch,) + graph.input_shape)
     if poisson:  # rate-coded spikes (S4.7)
         x = (rng.random((lif.time_steps,) + x.shape) < x).astype(np.float64)

@@ -41,6 +41,7 @@ from torch.nn.utils import parametrize
 
 from spikenm.api import check_nm, to_block_layout
 from spikenm.methods.base import Method, MethodSetup, MethodState, StepMasks
+from spikenm.methods.common import LOGITS  # the mask parameters the module path differentiates
 from spikenm.methods.flips import PREVIOUS, flip_count, step_flips
 from spikenm.schedules import schedule_value
 
@@ -53,9 +54,6 @@ __all__ = ["SpikeNMHandle", "LayerStats", "DEFAULT_EID_DECAY", "LOGITS"]
 DEFAULT_EID_DECAY = 0.5
 """Trace decay of the credits when neither `sparsify` nor the method gives one: the
 default LIF ``beta`` (S4.3)."""
-
-LOGITS = "logits/"
-"""State-key prefix of the mask parameters that the module path differentiates."""
 
 STATE_FORMAT = "spikenm.nn/1"
 
