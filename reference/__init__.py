@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
-from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
+from .eid import credit_scores, eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
 from .packing import block_nnz, pack, spmm, unpack
 from .random import gumbel_like
 from .sampler import (
@@ -40,7 +40,7 @@ __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
-    "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp", "credit_scores",
     "block_nnz", "pack", "unpack", "spmm", "name", "owns", "BACKEND",
 ]
 

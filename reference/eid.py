@@ -1,4 +1,4 @@
-"""Eligibility-inspired distillation of the reference backend (SPEC S2.1-S2.7).
+"""Eligibility-inspired distillation of the reference backend (SPEC S2.1-S2.10).
 
 Functions take validated NumPy arrays (float32 or float64, one dtype per call) and
 compute in that dtype; block functions see blocks of ``m`` along the last axis.
@@ -15,12 +15,13 @@ _MEAN_FLOOR = 1e-12
 
 
 def eligibility_credit(
-    x: np.ndarray, d: np.ndarray, weight: np.ndarray, decay: float,
+    x: np.ndarray, d: np.ndarray, weight: np.ndarray, decay: float, signed: bool = False,
 ) -> np.ndarray:
-    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3).
+    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3, S2.9).
 
     ``e_0 = 0``, ``e_t = decay * e_{t-1} + x_t`` and
-    ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``.
+    ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``; with ``signed=True``
+    the time sum comes first: ``c[o, k] = |W[o, k]| * | sum_t sum_b d_t[b, o] e_t[b, k] |``.
 
     Parameters
     ----------
@@ -28,6 +29,8 @@ def eligibility_credit(
     d : array ``(T, B, O)``
     weight : array ``(O, K)``
     decay : float in ``[0, 1]``
+    signed : bool
+        Sum over time before the absolute value (S2.9).
 
     Returns
     -------
@@ -38,6 +41,8 @@ def eligibility_credit(
     >>> x = np.ones((2, 1, 2)); d = np.ones((2, 1, 1)); w = np.array([[-2.0, 1.0]])
     >>> eligibility_credit(x, d, w, 0.5)   # |W| * (1 + 1.5)
     array([[5. , 2.5]])
+    >>> eligibility_credit(x, np.array([[[1.0]], [[-1.0]]]), w, 0.5, signed=True)
+    array([[1. , 0.5]])
     """
     dtype = np.dtype(x.dtype.name)
     lam = dtype.type(decay)
@@ -45,7 +50,10 @@ def eligibility_credit(
     total = np.zeros(weight.shape, dtype)
     for t in range(x.shape[0]):
         trace = lam * trace + x[t]
-        total += np.abs(d[t].T @ trace)
+        step = d[t].T @ trace
+        total += step if signed else np.abs(step)
+    if signed:
+        total = np.abs(total)
     return np.abs(weight).astype(dtype, copy=False) * total
 
 
@@ -129,3 +137,33 @@ def eid_loss_vjp(
     kappa = positive_in_dtype("scale", scale, dtype)
     grad = kappa * (p * q.sum(axis=1, keepdims=True) - q) / blocks * cot
     return grad.reshape(logits.shape)
+
+
+def credit_scores(credits: np.ndarray, m: int, gated: bool) -> np.ndarray:
+    """Scale-free block scores of a running credit, optionally gated (SPEC S2.10).
+
+    ``z_i = C_i / mean_block(C)`` (0 in an all-zero block); with ``gated`` every entry is
+    multiplied by ``g_b = E_b / (E_b + E_med)``, ``E_b = sum_block(C)`` and ``E_med`` the
+    lower median of ``E`` over all blocks (``g_b = 0`` where ``E_b + E_med = 0``).
+
+    Examples
+    --------
+    >>> credit_scores(np.array([1.0, 3.0, 0.0, 0.0, 2e-9, 0.0]), 2, False)
+    array([0.5, 1.5, 0. , 0. , 2. , 0. ])
+    >>> credit_scores(np.array([1.0, 3.0, 0.0, 0.0, 2.0, 2.0]), 2, True)  # E_med = 4
+    array([0.25, 0.75, 0.  , 0.  , 0.5 , 0.5 ])
+    """
+    dtype = np.dtype(credits.dtype.name)
+    c = credits.astype(dtype, copy=False).reshape(-1, m)
+    mass = c.sum(axis=1, keepdims=True, dtype=dtype)
+    mean = mass / dtype.type(m)
+    live = mean > 0
+    z = np.where(live, c / np.where(live, mean, dtype.type(1)), dtype.type(0))
+    if gated:
+        e = mass[:, 0]
+        median = np.sort(e)[(e.shape[0] - 1) // 2] if e.size else dtype.type(0)
+        total = mass + median
+        z = z * np.where(total > 0, mass / np.where(total > 0, total, dtype.type(1)),
+                         dtype.type(0))
+    return z.astype(dtype, copy=False).reshape(credits.shape)
+

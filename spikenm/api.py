@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import eid_variants
 from . import validation as check
 from .dispatch import backend_for
 from .packed import Packed
@@ -20,7 +21,7 @@ from .layout import from_block_layout, to_block_layout, layer_fits
 
 __all__ = [
     "sample_mask", "gumbel_like", "topn_mask", "relaxed_topn", "block_probs", "final_mask",
-    "eligibility_credit", "eid_targets", "eid_loss",
+    "eligibility_credit", "credit_scores", "eid_targets", "eid_loss",
     "pack", "unpack", "is_nm", "check_nm", "to_cutlass", "from_cutlass", "spmm",
     "save_packed", "load_packed", "Packed",
     "to_block_layout", "from_block_layout", "layer_fits",
@@ -191,11 +192,14 @@ def final_mask(logits: Any, n: int, m: int, *, axis: int = -1) -> Any:
 
 # -- S2: eligibility-inspired distillation ---------------------------------------------
 
-def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float) -> Any:
-    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3).
+def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float, signed: bool = False
+                       ) -> Any:
+    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3, S2.9).
 
     ``e_0 = 0``, ``e_t = decay * e_{t-1} + x_t``;
-    ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``.
+    ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``, or with
+    ``signed=True`` ``|W[o, k]| * | sum_t sum_b d_t[b, o] * e_t[b, k] |`` (zero-mean
+    contributions cancel).
 
     Parameters
     ----------
@@ -207,6 +211,8 @@ def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float) -> Any:
         Dense weight (not the masked one, so pruned weights keep a credit).
     decay : float in [0, 1]
         Trace decay, normally the neuron's membrane decay.
+    signed : bool
+        Sum over time before the absolute value (S2.9).
 
     Returns
     -------
@@ -218,7 +224,12 @@ def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float) -> Any:
     >>> x = np.ones((2, 1, 4)); d = np.ones((2, 1, 1)); w = np.full((1, 4), -2.0)
     >>> eligibility_credit(x, d, w, decay=0.5)   # |W| * (1 + 1.5)
     array([[5., 5., 5., 5.]])
+    >>> d2 = np.array([[[1.0]], [[-1.0]]])
+    >>> eligibility_credit(x, d2, w, decay=0.5, signed=True)   # |W| * |1 - 1.5|
+    array([[1., 1., 1., 1.]])
     """
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed={signed!r} is invalid; expected True or False")
     be = backend_for(x=x, d=d, weight=weight)
     for name, arr in (("x", x), ("d", d), ("weight", weight)):
         check.float_dtype(be, name, arr)
@@ -235,27 +246,81 @@ def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float) -> Any:
     for name, arr in (("x", x), ("d", d), ("weight", weight)):
         check.finite(be, name, arr)
     decay = check.unit_interval("decay", decay)
-    return be.eligibility_credit(x, d, weight, decay)
+    return be.eligibility_credit(x, d, weight, decay, signed)
 
 
-def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, axis: int = -1) -> Any:
-    """Block-wise soft targets from credits (SPEC S2.5).
+def credit_scores(credits: Any, m: int, *, gated: bool = False, axis: int = -1) -> Any:
+    """Scale-free block scores of a credit array, optionally gated (SPEC S2.10).
 
-    ``z = C / (mean(C) + 1e-12)`` over the whole array, then
-    ``q_block = softmax(z_block / temperature)``.
+    ``z_i = C_i / mean_block(C)`` (0 in an all-zero block); with ``gated=True`` each
+    block is multiplied by ``g_b = E_b / (E_b + E_med)``, ``E_b`` the block's credit mass
+    and ``E_med`` the lower median of the masses of all blocks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> credit_scores(np.array([1e-9, 3e-9, 2.0, 6.0]), 2)   # the scale does not matter
+    array([0.5, 1.5, 0.5, 1.5])
+    """
+    if not isinstance(gated, bool):
+        raise TypeError(f"gated={gated!r} is invalid; expected True or False")
+    m = check.block_size(m)
+    be = backend_for(credits=credits)
+    ax = _float_blocks(be, "credits", credits, m, axis)
+    check.nonnegative(be, "credits", credits)
+    return _back(be, be.credit_scores(_last(be, credits, ax), m, gated), ax)
+
+
+def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, variant: str = "global",
+                n: int | None = None, logits: Any = None, scale: float = 1.0,
+                axis: int = -1) -> Any:
+    """Block-wise targets from credits (SPEC S2.5, S2.11).
+
+    ``variant="global"`` (S2.5): ``z = C / (mean(C) + 1e-12)`` over the whole array, then
+    ``q_block = softmax(z_block / temperature)``.  ``"block"``: the same softmax of the
+    scale-free block scores of `credit_scores`.  ``"gated"``:
+    ``softmax(scale * logits + gated scores / temperature)`` (needs ``logits``, of the
+    credits' shape; the targets carry no gradient).  ``"inclusion"``: the ``n``-of-``m``
+    inclusion targets ``relaxed_topn(scores, n, m, temperature) / n`` (needs ``n``), the
+    first-pick distribution whose Gumbel top-``n`` draw keeps the target set (S2.12).
+    Every variant's targets sum to 1 per block and go into `eid_loss`.
 
     Examples
     --------
     >>> import numpy as np
     >>> eid_targets(np.array([1.0, 1.0, 1.0, 1.0]), 4)
     array([0.25, 0.25, 0.25, 0.25])
+    >>> np.round(eid_targets(np.array([4.0, 3.0, 0.0, 1.0]), 4, temperature=0.1,
+    ...                      variant="inclusion", n=2), 3)
+    array([0.497, 0.503, 0.   , 0.   ])
     """
+    eid_variants.check_variant("variant", variant)
     m = check.block_size(m)
+    if variant == eid_variants.INCLUSION:
+        if n is None:
+            raise ValueError("variant='inclusion' needs n, the number kept per block")
+        n, m = check.pattern(n, m)
+    else:
+        n = 1 if n is None else check.pattern(n, m)[0]
     be = backend_for(credits=credits)
     ax = _float_blocks(be, "credits", credits, m, axis)
     check.nonnegative(be, "credits", credits)
     temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(credits))
-    return _back(be, be.eid_targets(_last(be, credits, ax), m, temperature), ax)
+    pi = None
+    if variant == "gated":
+        if logits is None:
+            raise ValueError("variant='gated' needs logits= (the mask logits, the credits' "
+                             "shape)")
+        _float_blocks(be, "logits", logits, m, axis)
+        check.same_shape(credits=credits, logits=logits)
+        check.same_dtype(be, credits=credits, logits=logits)
+        scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
+        pi = _last(be, logits, ax)
+    elif logits is not None:
+        raise ValueError(f"logits= is used by variant='gated' only, not {variant!r}")
+    q = eid_variants.targets(be, variant, _last(be, credits, ax), n, m, temperature, pi,
+                             scale)
+    return _back(be, q, ax)
 
 
 def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> Any:
@@ -279,6 +344,7 @@ def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int
     check.nonnegative(be, "targets", targets)
     scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
     return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
+
 
 
 # -- S3: the packed format --------------------------------------------------------------

@@ -67,7 +67,12 @@ class Backend(Protocol):
     def block_probs(self, logits: Array, m: int, scale: float) -> Array: ...
 
     # -- EID (SPEC S2) --------------------------------------------------------------
-    def eligibility_credit(self, x: Array, d: Array, weight: Array, decay: float) -> Array: ...
+    def eligibility_credit(self, x: Array, d: Array, weight: Array, decay: float,
+                           signed: bool = False) -> Array:
+        """S2.3 credit; ``signed=True`` sums over time before the absolute value (S2.9)."""
+
+    def credit_scores(self, credits: Array, m: int, gated: bool) -> Array:
+        """Scale-free block scores ``C / mean_block(C)``, optionally gated (S2.10)."""
 
     def eid_targets(self, credits: Array, m: int, temperature: float) -> Array: ...
 
@@ -106,9 +111,11 @@ REQUIRED = tuple(
     name for name in Backend.__dict__
     if not name.startswith("_") and callable(Backend.__dict__[name])
 ) + ("name",)
-OPTIONAL = ("differentiable", "owns")
-"""Optional members: ``differentiable`` (default True) and ``owns(x)``, the type test
-`spikenm.registry.owner_of` asks (``isinstance``, so subclasses count)."""
+OPTIONAL = ("differentiable", "owns", "stop_gradient")
+"""Optional members: ``differentiable`` (default True), ``owns(x)``, the type test
+`spikenm.registry.owner_of` asks (``isinstance``, so subclasses count), and
+``stop_gradient(x)`` (default: ``x`` itself), which a differentiable backend gives so that
+targets built from logits (S2.11 ``gated``) receive no gradient."""
 
 
 def missing_members(backend: object) -> list[str]:
