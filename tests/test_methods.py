@@ -340,7 +340,8 @@ def test_blocks_equal_the_checked_api() -> None:
     assert np.array_equal(blocks.sample(pi, noise, 2, 4, 0.5, 2.0),
                           api.sample_mask(pi, 2, 4, noise=noise, temperature=0.5, scale=2.0))
     assert np.array_equal(blocks.topn(pi, 1, 4), api.topn_mask(pi, 1, 4))
-    assert np.array_equal(blocks.targets(c, 4, 0.3), api.eid_targets(c, 4, temperature=0.3))
+    assert np.array_equal(blocks.targets("global", c, 2, 4, 0.3, None, 1.0),
+                          api.eid_targets(c, 4, temperature=0.3))
     assert np.array_equal(blocks.probs(pi, 4, 2.0), api.block_probs(pi, 4, scale=2.0))
     assert np.array_equal(blocks.gumbel(pi, 3), api.gumbel_like(pi, 3))
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-__all__ = ["Array", "MethodSetup", "MethodState", "StepMasks", "Method", "MethodDefaults"]
+__all__ = ["Array", "MethodSetup", "MethodState", "StepMasks", "Method", "SampledMasks",
+           "MethodDefaults"]
 
 Array = Any
 
@@ -117,6 +118,8 @@ class StepMasks:
         Layers whose EID credits `Method.update` wants from this step's backward pass.
     eid_decay : float
         Trace decay ``lam`` for those credits (S2.1); negative means the neuron's beta.
+    eid_signed : bool
+        Those credits summed over time before the absolute value (S2.9).
     """
 
     phase: str
@@ -129,6 +132,7 @@ class StepMasks:
     lr_window: tuple[int, int] | None = None
     credit_layers: tuple[int, ...] = ()
     eid_decay: float = -1.0
+    eid_signed: bool = False
 
     @property
     def fixed(self) -> bool:
@@ -180,6 +184,16 @@ class Method(Protocol):
         """Framework-layout masks the trained model ends with (S5.8)."""
 
 
+class SampledMasks(Protocol):
+    """Optional part of a `Method` whose masks are Gumbel top-``n`` draws from per-entry
+    logits (SpikeNM): the trainer's sampling-variance metrics (S5.9a) read them."""
+
+    def sampling_logits(self, setup: MethodSetup, state: MethodState, step: int
+                        ) -> dict[int, tuple[Array, float]] | None:
+        """Per masked layer ``(pi, kappa_s)``: block-layout logits and the logit scale of
+        ``step``'s draw ``topn(kappa_s * pi + g)``; None outside a sampling phase."""
+
+
 class MethodDefaults:
     """The common parts of a `Method`, for a method class to inherit and override.
 
@@ -205,3 +219,7 @@ class MethodDefaults:
     def eid_targets(self, setup: MethodSetup, state: MethodState, step: int
                     ) -> dict[int, tuple[Array, float, float]]:
         return {}
+
+    def sampling_logits(self, setup: MethodSetup, state: MethodState, step: int
+                        ) -> dict[int, tuple[Array, float]] | None:
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spikenm import eid_variants
 from spikenm.api import from_block_layout, to_block_layout
 from spikenm.dispatch import backend_for
 
@@ -50,9 +51,11 @@ def gumbel(x: Array, seed: int) -> Array:
     return backend_for(x=x).gumbel_like(x, seed)
 
 
-def targets(credits: Array, m: int, temperature: float) -> Array:
-    """``spikenm.api.eid_targets`` along the last axis (S2.5)."""
-    return backend_for(credits=credits).eid_targets(credits, m, temperature)
+def targets(variant: str, credits: Array, n: int, m: int, temperature: float,
+            logits: Array, scale: float) -> Array:
+    """``spikenm.api.eid_targets(..., variant=)`` along the last axis (S2.5, S2.11)."""
+    return eid_variants.targets(backend_for(credits=credits), variant, credits, n, m,
+                                temperature, logits, scale)
 
 
 def eid_vjp(logits: Array, q: Array, m: int, scale: float) -> Array:

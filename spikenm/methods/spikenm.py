@@ -10,8 +10,10 @@ layer ``k`` with logits ``pi`` (``logits/k``, block layout, start at 0) and nois
     dL/dpi = sample_mask_vjp(pi, g, n, m, tau_s, kappa_s, True, G * W)         (S5.4)
            + lambda_s * eid_loss_vjp(pi, q, m, kappa_s, 1)                    (S5.5, EID)
 
-with the running credit ``C <- mu C + (1 - mu) c`` (``credit/k``; ``C = c`` first) and
-``q = eid_targets(C, m, temperature=tau_e(s))``; the logits take one Adam step (S5.7).
+with the running credit ``C <- mu C + (1 - mu) c`` (``credit/k``; ``C = c`` first;
+``c`` the S2.3 or the signed S2.9 credit) and the targets ``q`` of the chosen variant
+(S2.11, `spikenm.eid_variants`: ``global`` is ``eid_targets(C, m, tau_e(s))``); the
+logits take one Adam step (S5.7).
 Then the mask is fixed to ``topn(pi)`` and the weights are fine-tuned (S5.8).
 
 `StepMasks.aux` holds the noise ``g`` of each layer.  A caller with its own autodiff (the
@@ -26,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from spikenm import api, seeds
+from spikenm import api, eid_variants, seeds
 from spikenm.api import from_block_layout, to_block_layout
 from spikenm.schedules import warmup_factor
 
@@ -64,6 +66,10 @@ class SpikeNM(MethodDefaults):
         ``tau_e`` over the search phase (1 -> 0.05, exp).
     eid_decay : float
         Trace decay ``lam`` of the credits; negative: the neuron's ``beta``.
+    eid_variant : str
+        EID targets (S2.11): ``global``, ``block``, ``gated`` or ``inclusion``.
+    eid_credit : str
+        ``abs`` (S2.3) or ``signed`` (S2.9) step credits.
     """
 
     search_fraction: float = 0.8
@@ -76,6 +82,8 @@ class SpikeNM(MethodDefaults):
     eid_momentum: float = 0.9
     eid_temperature: Ramp = field(default_factory=lambda: Ramp(1.0, 0.05, "exp"))
     eid_decay: float = -1.0
+    eid_variant: str = "global"
+    eid_credit: str = "abs"
     name: str = "spikenm"
 
     def __post_init__(self) -> None:
@@ -93,6 +101,8 @@ class SpikeNM(MethodDefaults):
         if not (isinstance(self.eid_decay, (int, float)) and self.eid_decay <= 1.0):
             raise ValueError(f"spikenm eid_decay={self.eid_decay!r} is invalid; expected "
                              f"a number in [0, 1], or negative for the neuron's beta")
+        eid_variants.check_variant("spikenm eid_variant", self.eid_variant)
+        eid_variants.check_credit("spikenm eid_credit", self.eid_credit)
         for key in ("temperature", "scale", "eid_temperature"):
             if not isinstance(getattr(self, key), Ramp):
                 raise ValueError(f"spikenm {key}={getattr(self, key)!r} is invalid; "
@@ -129,7 +139,8 @@ class SpikeNM(MethodDefaults):
             masks[k], hard[k], aux[k] = from_block_layout(h), h, noise
         return state, StepMasks("search", masks, hard, aux, tau, kappa,
                                 credit_layers=tuple(setup.layers) if self.eid else (),
-                                eid_decay=self.eid_decay)
+                                eid_decay=self.eid_decay,
+                                eid_signed=self.eid_credit == "signed")
 
     def update(self, setup: MethodSetup, state: MethodState, sm: StepMasks,
                weights: Mapping[int, Array], grads: Mapping[int, Array],
@@ -157,7 +168,7 @@ class SpikeNM(MethodDefaults):
                     1.0 - self.eid_momentum) * c
                 running[f"{CREDIT}{k}"] = run
                 if logit_grads is None and lam > 0:
-                    q = blocks.targets(run, m, tau_e)
+                    q = self._targets(run, pi, n, m, tau_e, sm.scale)
                     g = g + lam * blocks.eid_vjp(pi, q, m, sm.scale)
             out[k] = g
         state = adam_step(with_arrays(state, running), out, self.logit_lr)
@@ -172,8 +183,22 @@ class SpikeNM(MethodDefaults):
         if lam <= 0:
             return {}
         tau_e, kappa = self.eid_temperature.at(step, search), self.scale.at(step, search)
-        return {k: (blocks.targets(c, setup.m, tau_e), lam, kappa)
+        return {k: (self._targets(c, state.arrays[f"{LOGITS}{k}"], setup.n, setup.m, tau_e,
+                                  kappa), lam, kappa)
                 for k, c in state.group(CREDIT).items()}
+
+    def _targets(self, credit: Array, logits: Array, n: int, m: int, tau_e: float,
+                 kappa: float) -> Array:
+        """The EID targets of `eid_variant` from the running credit (S2.11)."""
+        return blocks.targets(self.eid_variant, credit, n, m, tau_e, logits, kappa)
+
+    def sampling_logits(self, setup: MethodSetup, state: MethodState, step: int
+                        ) -> dict[int, tuple[Array, float]] | None:
+        search = self.search_steps(setup.total_steps)
+        if step >= search:
+            return None
+        kappa = self.scale.at(step, search)
+        return {k: (state.arrays[f"{LOGITS}{k}"], kappa) for k in setup.layers}
 
     def final_masks(self, setup: MethodSetup, state: MethodState,
                     weights: Mapping[int, Array]) -> dict[int, Array]:
@@ -210,4 +235,4 @@ def from_config(cfg: Any = None) -> SpikeNM:
         logit_lr=s.logit_lr, eid=e.enabled, eid_weight=e.weight,
         eid_warmup_fraction=e.warmup_fraction, eid_momentum=e.momentum,
         eid_temperature=Ramp(e.temperature, e.temperature_end, e.temperature_schedule),
-        eid_decay=e.decay)
+        eid_decay=e.decay, eid_variant=e.variant, eid_credit=e.credit)

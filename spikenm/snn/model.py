@@ -49,11 +49,13 @@ Array = Any
 @dataclass(frozen=True)
 class EIDRequest:
     """Which layers need EID credits (layer ordinals), their dense weights (framework
-    layout) and the trace decay ``lam`` (S2.1)."""
+    layout), the trace decay ``lam`` (S2.1) and whether the credit is the signed one of
+    S2.9 (time sum before the absolute value) instead of S2.3's."""
 
     layers: tuple[int, ...]
     weights: tuple[Array, ...]
     decay: float
+    signed: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def check_eid_request(graph: Graph, eid: Any) -> tuple[int, ...]:
 
     Checks that ``eid`` is an `EIDRequest` or None, that every layer is an ordinal of
     ``graph.layers`` given once, that there is one weight per layer and that ``decay`` is
-    a number in ``[0, 1]`` (S2.1).  The weights themselves (array type, shape, dtype,
+    a number in ``[0, 1]`` (S2.1) and ``signed`` a bool (S2.9).  The weights themselves (array type, shape, dtype,
     device) are the backend's to check.
 
     Raises
@@ -222,4 +224,6 @@ def check_eid_request(graph: Graph, eid: Any) -> tuple[int, ...]:
     if not (isinstance(decay, (int, float, np.floating)) and not isinstance(decay, bool)
             and 0.0 <= float(decay) <= 1.0):
         raise ValueError(f"eid.decay={decay!r} is invalid; expected a number in [0, 1]")
+    if not isinstance(eid.signed, bool):
+        raise ValueError(f"eid.signed={eid.signed!r} is invalid; expected True or False")
     return tuple(int(k) for k in layers)

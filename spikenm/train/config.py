@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from spikenm import eid_variants
 from spikenm.methods import is_import_path, method_names
 from spikenm.registry import model_backend_names
 from spikenm.schedules import SCHEDULES
@@ -195,7 +196,9 @@ class EIDConfig:
     ``weight`` is ``lambda_eid``, warmed up linearly from 0 over ``warmup_fraction`` of
     the search phase; ``momentum`` is the running-credit ``beta`` (S2.4); ``temperature``
     is ``tau_e`` (S2.5) at the start of the search phase, going to ``temperature_end``
-    with ``temperature_schedule``; ``decay`` the trace decay (negative: use ``lif.beta``).
+    with ``temperature_schedule``; ``decay`` the trace decay (negative: use ``lif.beta``);
+    ``variant`` the targets (S2.11: ``global``, ``block``, ``gated``, ``inclusion``) and
+    ``credit`` the step's credit (``abs``, S2.3, or ``signed``, S2.9).
     """
 
     enabled: bool = True
@@ -206,8 +209,14 @@ class EIDConfig:
     temperature_end: float = 0.05
     temperature_schedule: str = "exp"
     decay: float = -1.0
+    variant: str = "global"
+    credit: str = "abs"
 
     def __post_init__(self) -> None:
+        _require(self.variant in eid_variants.VARIANTS, "eid.variant", self.variant,
+                 f"one of {eid_variants.VARIANTS}")
+        _require(self.credit in eid_variants.CREDITS, "eid.credit", self.credit,
+                 f"one of {eid_variants.CREDITS}")
         _require(self.weight >= 0 and math.isfinite(self.weight), "eid.weight", self.weight,
                  "a finite number >= 0")
         _require(0.0 <= self.warmup_fraction <= 1.0, "eid.warmup_fraction",

@@ -86,7 +86,7 @@ def train_step(setup: Setup, state: TrainState, order_cache: dict[int, np.ndarra
     if sm.credit_layers:
         decay = sm.eid_decay if sm.eid_decay >= 0 else setup.lif.beta
         eid = EIDRequest(tuple(sm.credit_layers), tuple(weights[k] for k in sm.credit_layers),
-                         decay)
+                         decay, sm.eid_signed)
     result = model.forward_backward(setup.graph, effective, state.buffers, x, y, setup.lif,
                                     eid)
     grads_eff = {k: result.grads[f"layer{k}.weight"] for k in ms.layers}
