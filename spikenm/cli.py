@@ -85,10 +85,12 @@ def _add_reproduce_parser(sub: Any) -> None:
                    help="the small grid on the 8x8 digits (a few minutes on 2 cores)")
     p.add_argument("--backend", default="numpy", help="numpy (default), torch or jax")
     p.add_argument("--out", default="spikenm-reproduce", help="output folder")
-    p.add_argument("--seeds", type=int, help="number of seeds (default: 2 quick, 3 full)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: 5 quick, 3 full)")
     p.add_argument("--patterns", help="comma-separated patterns, e.g. 2:4,1:4,2:8")
-    p.add_argument("--methods", help="comma-separated subset of "
-                                     "dense,spikenm,spikenm-noeid,srste,asp,maskllm,random")
+    p.add_argument("--methods", help="comma-separated grid variants (default: dense,spikenm,"
+                                     "spikenm-noeid,srste,asp,maskllm,random; also the EID "
+                                     "variants spikenm-global, spikenm-block, spikenm-gated, "
+                                     "spikenm-inclusion, spikenm-signed)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="configuration override for every run (repeatable)")
     p.add_argument("--blas-threads", type=int, default=1,
@@ -152,9 +154,9 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"spikenm reproduce ({grid.name}): data {grid.data}, backend {args.backend}, "
           f"seeds {list(grid.seeds)}, patterns {list(grid.patterns)}, "
           f"methods {list(grid.variants)} -> {args.out}", flush=True)
-    runs = run_grid(grid, args.backend, args.out, overrides, stream=sys.stdout)
+    run_grid(grid, args.backend, args.out, overrides, stream=sys.stdout)
     command = "spikenm " + " ".join(shlex.quote(a) for a in argv)
-    print(write_report(grid, runs, args.backend, args.out, command, overrides))
+    print(write_report(grid, args.backend, args.out, command, overrides))
     return 0
 
 

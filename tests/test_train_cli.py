@@ -102,7 +102,7 @@ def test_reproduce_cell_configs_user_settings_win() -> None:
     from spikenm.train.reproduce import FULL, QUICK, cells, run_config
 
     cfg = run_config(QUICK, "spikenm-noeid", "1:8", 2, "numpy", ("optim.epochs=1",))
-    assert cfg.optim.epochs == 1 and cfg.model.hidden == (128, 128, 128)
+    assert cfg.optim.epochs == 1 and cfg.model.hidden == (32, 32)
     assert (cfg.sparsity.method, cfg.sparsity.pattern, cfg.eid.enabled) == ("spikenm", "1:8",
                                                                              False)
     assert cfg.run.seed == 2 and cfg.data.name == "digits"

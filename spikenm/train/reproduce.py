@@ -8,7 +8,10 @@ weight optimizer (SPEC S6).  Every finished run is saved at once (atomically) in
 from), so an interrupted grid continues where it stopped and a larger grid reruns only
 the new cells.  ``OUT/results.json`` holds exactly the runs of one grid and is written
 only when that grid is complete, so it is never replaced by a partial grid; the report
-and plots are made from the same runs.  The saved runs are measurements of the code that
+and the plots are made from the runs of ``results.json`` (`load_results` checks that they
+are this grid's).  Besides the default variants a grid can run the EID variants
+``spikenm-global``, ``-block``, ``-gated``, ``-inclusion`` and ``-signed`` (SPEC S2.9,
+S2.11); the report repeats the claims for each.  The saved runs are measurements of the code that
 made them: delete ``OUT`` (or use another) to measure again after changing the code.
 """
 
@@ -35,17 +38,35 @@ class Variant:
     patterned: bool = True
 
 
+_SPIKENM_EID = ("sparsity.method=spikenm", "eid.enabled=true")
+
 VARIANT_SETTINGS: dict[str, Variant] = {
     "dense": Variant(("sparsity.method=dense",), patterned=False),
-    "spikenm": Variant(("sparsity.method=spikenm", "eid.enabled=true")),
+    "spikenm": Variant(_SPIKENM_EID),
     "spikenm-noeid": Variant(("sparsity.method=spikenm", "eid.enabled=false")),
     "srste": Variant(("sparsity.method=srste",)),
     "asp": Variant(("sparsity.method=asp",)),
     "maskllm": Variant(("sparsity.method=maskllm",)),
     "random": Variant(("sparsity.method=random",)),
+    # the EID variants (S2.9, S2.11): each differs from ``spikenm`` in one setting
+    "spikenm-global": Variant(_SPIKENM_EID + ("eid.variant=global",)),
+    "spikenm-block": Variant(_SPIKENM_EID + ("eid.variant=block",)),
+    "spikenm-gated": Variant(_SPIKENM_EID + ("eid.variant=gated",)),
+    "spikenm-inclusion": Variant(_SPIKENM_EID + ("eid.variant=inclusion",)),
+    "spikenm-signed": Variant(_SPIKENM_EID + ("eid.credit=signed",)),
 }
-"""Grid variant -> its settings (the report's labels, `spikenm.train.report`)."""
+"""Grid variant -> its settings (the report's labels, `spikenm.train.report`).  ``spikenm``
+is the method with the configuration's default EID (``eid.variant``, ``eid.credit``); the
+``spikenm-<variant>`` ones set ``eid.variant`` and ``spikenm-signed`` sets
+``eid.credit=signed`` with the default targets.  A variant whose configuration equals
+another's (e.g. ``spikenm-global`` while ``global`` is the default) reuses its saved
+runs."""
 VARIANTS = tuple(VARIANT_SETTINGS)
+"""Every grid variant (``--methods`` chooses among them)."""
+DEFAULT_VARIANTS = ("dense", "spikenm", "spikenm-noeid", "srste", "asp", "maskllm", "random")
+"""The variants a grid runs unless told otherwise."""
+EID_VARIANTS = tuple(v for v in VARIANTS if v.startswith("spikenm") and v != "spikenm-noeid")
+"""The variants that are SpikeNM with EID (the report repeats the claims for each)."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +78,23 @@ class Grid:
     data: str
     seeds: tuple[int, ...]
     patterns: tuple[str, ...]
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
     overrides: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANT_SETTINGS]
+        if unknown:
+            raise ValueError(f"Grid {self.name!r}: unknown variant(s) {unknown}, expected "
+                             f"some of {VARIANTS}")
 
-QUICK = Grid("quick", "digits", (0, 1, 2), ("2:4", "1:4", "2:8", "1:8"),
-             overrides=("optim.epochs=15", "model.hidden=128,128,128"))
-"""75 short runs on the 8x8 digits: the README's main check (about a minute on 2 cores)."""
+
+QUICK = Grid("quick", "digits", (0, 1, 2, 3, 4), ("2:4", "1:4", "2:8", "1:8"),
+             overrides=("optim.epochs=15", "model.hidden=32,32",
+                        "sparsity.dense_first=false"))
+"""The README's main check: 125 short runs (5 seeds x (dense + 6 methods x 4 patterns))
+on the 8x8 digits with the first layer masked and two narrow hidden layers, a setting
+where sparsity costs accuracy (a fixed random 2:4 mask is clearly below dense), so the
+verdicts can tell the methods apart; one to two minutes on 2 cores."""
 
 FULL = Grid("full", "mnist5k", (0, 1, 2), ("2:4", "1:4", "2:8", "1:8"),
             overrides=("optim.epochs=25", "model.hidden=256,256,256"))
@@ -106,6 +137,33 @@ def run_key(cfg: TrainConfig) -> str:
     return json.dumps(config_to_dict(cfg), sort_keys=True)
 
 
+def history(records: list[dict[str, Any]], key: str) -> list[list[float]]:
+    """``[step, value]`` of every per-interval train record with a ``key`` value (S5.9,
+    S5.9a; empty when the run did not log it).
+
+    Raises
+    ------
+    TypeError
+        When a value is not a number.
+    """
+    out = []
+    for r in records:
+        if r.get("type") != "train" or r.get(key) is None:
+            continue
+        value = r[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"train record of step {r.get('step')}: {key}={value!r}, "
+                            f"expected a number or None")
+        out.append([r["step"], float(value)])
+    return out
+
+
+def grid_key(grid: Grid, backend: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What ``OUT/results.json`` records as the grid its runs belong to (JSON types)."""
+    return json.loads(json.dumps({"grid": asdict(grid), "backend": backend,
+                                  "overrides": list(overrides)}))
+
+
 def _load_runs(path: Path) -> dict[str, dict[str, Any]]:
     """The saved runs of ``OUT/runs.json`` by `run_key` (empty when there is none).
 
@@ -141,8 +199,7 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str
     out = Path(out_dir)
     runs_path = out / RUNS_FILE
     saved = _load_runs(runs_path)
-    key = json.loads(json.dumps({"grid": asdict(grid), "backend": backend,
-                                 "overrides": list(overrides)}))
+    key = grid_key(grid, backend, overrides)
     todo = cells(grid)
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -155,13 +212,14 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str
         else:
             result = train(cfg, stream=None)
             s = result.summary
-            flips = [[r["step"], r["flip_rate"]] for r in result.records
-                     if r.get("type") == "train" and r.get("flip_rate") is not None]
             run = {"variant": variant, "pattern": pattern, "seed": seed,
                    "test_acc": s["test_acc"], "flip_rate": s["flip_rate"],
+                   "argmax_flip_rate": s.get("argmax_flip_rate"),
+                   "inclusion_variance": s.get("inclusion_variance"),
                    "firing_rates": s["firing_rates"], "seconds": s["seconds"],
-                   "flip_history": flips, "layers": s["layers"],
-                   "config": json.loads(cell_key)}
+                   "flip_history": history(result.records, "flip_rate"),
+                   "variance_history": history(result.records, "inclusion_variance"),
+                   "layers": s["layers"], "config": json.loads(cell_key)}
             saved[cell_key] = run
             _write_json(runs_path, {"runs": list(saved.values())})
         runs.append(run)
@@ -176,12 +234,45 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str
     return runs
 
 
-def write_report(grid: Grid, runs: list[dict[str, Any]], backend: str, out_dir: str | Path,
-                 command: str, overrides: tuple[str, ...] = ()) -> str:
-    """Markdown report (table, claims, plot notes) written to ``OUT/report.md``."""
+def load_results(grid: Grid, backend: str, out_dir: str | Path,
+                 overrides: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The runs of ``OUT/results.json``, checked to belong to this grid.
+
+    Raises
+    ------
+    ValueError
+        When the file is missing, malformed or holds another grid (naming the file).
+    """
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: run the grid first (run_grid)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        key, runs = saved["key"], saved["runs"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a spikenm reproduce results file ({exc!r})") from None
+    if key != grid_key(grid, backend, overrides):
+        raise ValueError(f"{path} holds another grid ({key}), not "
+                         f"{grid_key(grid, backend, overrides)}")
+    return runs
+
+
+def write_report(grid: Grid, backend: str, out_dir: str | Path, command: str,
+                 overrides: tuple[str, ...] = ()) -> str:
+    """Markdown report (table, claims with their power, plot notes) of the runs in
+    ``OUT/results.json`` (`load_results`), written to ``OUT/report.md`` next to the plots
+    made from the same runs (`spikenm.train.report.write_plots`)."""
     out = Path(out_dir)
+    runs = load_results(grid, backend, out, overrides)
     groups = report.group_runs(runs)
     notes = report.write_plots(runs, groups, out)
+    present = report.variant_order({r["variant"] for r in runs})
+    extra = [v for v in EID_VARIANTS if v != "spikenm" and v in present]
+    sections = []
+    for v in extra:
+        sections += ["", f"The same claims for `{v}` "
+                         f"({', '.join(VARIANT_SETTINGS[v].settings[len(_SPIKENM_EID):])}):", "",
+                     *[f"- {c}" for c in report.claims(groups, method=v)]]
     text = "\n".join([
         f"# spikenm reproduce ({grid.name})",
         "",
@@ -189,14 +280,20 @@ def write_report(grid: Grid, runs: list[dict[str, Any]], backend: str, out_dir: 
         "",
         f"Data `{grid.data}`, backend `{backend}`, seeds {list(grid.seeds)}, settings "
         f"{', '.join(grid.overrides + tuple(overrides)) or 'defaults'}; every method has the "
-        f"same budget.",
+        f"same budget. Variants: "
+        + "; ".join(f"`{v}` = {', '.join(VARIANT_SETTINGS[v].settings)}" for v in present
+                    if v in VARIANT_SETTINGS) + ".",
         "",
         report.markdown_table(groups),
         "",
         "Claims of the paper at this scale (rule: a difference is 'within noise' when "
-        "|Δ| <= 2 se of the difference of means over seeds):",
+        "|Δ| <= 2 se of the difference of means over seeds, so 2 se is the smallest "
+        "difference the seeds can detect; every test is repeated with the fixed random "
+        "mask in the method's place, and a verdict the random mask passes too is NOT "
+        "DISCRIMINATING):",
         "",
         *[f"- {c}" for c in report.claims(groups)],
+        *sections,
         "",
         *[f"- {n}" for n in notes],
         "",
