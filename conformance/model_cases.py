@@ -12,7 +12,8 @@ a seed; `Case.arrays` draws every array from ``numpy.random.default_rng(seed)``:
   0/1 spikes with rate 1/2, ``(T, B, *input_shape)`` (S4.7);
 * labels ``y`` uniform over the classes (int64);
 * for EID (S2.3, S5.5) the requested layers get an effective weight ``W * mask`` (about
-  half the entries zero) in the parameters, while the request carries the dense ``W``.
+  half the entries zero) in the parameters, while the request carries the dense ``W``
+  (and, with ``eid_signed``, asks for the signed credits of S2.9).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Case:
     gain: float = 2.0
     eid_layers: tuple[int, ...] = ()
     eid_decay: float = 0.5
+    eid_signed: bool = False
 
     def with_theta(self, theta: float) -> "Case":
         """The same case with threshold ``theta`` (the conditioning test)."""

@@ -1,4 +1,4 @@
-"""Checks of a model backend (`spikenm.snn.ModelBackend`), SPEC S4 with S2.3/S5.5.
+"""Checks of a model backend (`spikenm.snn.ModelBackend`), SPEC S4 with S2.3/S2.9/S5.5.
 
 Every property check draws a small graph (`spikenm.conformance.model_strategies`), runs
 one call on the backend and on the NumPy reference model backend in float64, and judges
@@ -35,14 +35,16 @@ def _judge_step(trial: ModelTrial, case: Case, what: str = "") -> None:
         trial.compare_step(case, expected.step, got, what)
 
 
-def _train(family: str | None, *, eid: bool = False, dtype: str = "float64") -> Any:
+def _train(family: str | None, *, eid: bool = False, signed: bool = False,
+           dtype: str = "float64") -> Any:
     def body(trial: Trial, data: DataObject | None) -> None:
         assert data is not None and isinstance(trial, ModelTrial)
         name = family or data.draw(st.sampled_from(sorted(ms.FAMILIES)), label="graph family")
-        _judge_step(trial, ms.case(data, name, dtype=dtype, eid=eid))
+        _judge_step(trial, ms.case(data, name, dtype=dtype, eid=eid, signed=signed))
 
-    body.__doc__ = (f"One train step on {family or 'any'} graphs"
-                    f"{' with EID credits' if eid else ''} in {dtype} against the reference.")
+    kind = " with signed EID credits (S2.9)" if signed else " with EID credits" if eid else ""
+    body.__doc__ = (f"One train step on {family or 'any'} graphs{kind} in {dtype} against "
+                    f"the reference.")
     return body
 
 
@@ -53,7 +55,8 @@ def static_and_time_major(trial: Trial, data: DataObject | None) -> None:
     assert data is not None and isinstance(trial, ModelTrial)
     family = data.draw(st.sampled_from(["linear", "conv", "bn", "pool"]), label="graph family")
     eid = data.draw(st.booleans(), label="with EID credits")
-    case, expected = trial.expected(ms.case(data, family, time_major=False, eid=eid))
+    case, expected = trial.expected(ms.case(data, family, time_major=False, eid=eid,
+                                            signed=None))
     inp = trial.inputs(case)
     direct = trial.step_result(inp, trial.step(inp, out="direct"))
     trial.note("x_t = be.from_numpy(np.repeat(x_np[None], case.lif.time_steps, axis=0))")
@@ -91,18 +94,27 @@ SHIPPED = {
 """The shipped networks (S4.15) at a width that runs in a second."""
 
 
+SIGNED_SHIPPED = ("conv", "resnet19")
+"""The shipped networks whose step `shipped_networks` repeats with signed credits (S2.9):
+the conv stacks, where the signed credit is one weight gradient of the stacked steps."""
+
+
 def shipped_networks(trial: Trial, data: DataObject | None) -> None:
     """S4.15: one train step of every shipped network (narrow), EID on the masked layers
-    1..L-2 (S5.1), against the reference."""
+    1..L-2 (S5.1), against the reference; the conv stacks of `SIGNED_SHIPPED` once more
+    with signed credits (S2.9)."""
     assert isinstance(trial, ModelTrial)
     from spikenm.snn.neuron import LIFParams
 
     for arch, build in SHIPPED.items():
-        trial.new_case()
         graph = build()
         layers = tuple(range(1, len(graph.layers) - 1))
-        _judge_step(trial, Case(graph, LIFParams(beta=0.75, time_steps=2), batch=3, seed=11,
-                                gain=2.5, eid_layers=layers, eid_decay=0.75), arch)
+        for signed in (False, True) if arch in SIGNED_SHIPPED else (False,):
+            trial.new_case()
+            _judge_step(trial, Case(graph, LIFParams(beta=0.75, time_steps=2), batch=3,
+                                    seed=11, gain=2.5, eid_layers=layers, eid_decay=0.75,
+                                    eid_signed=signed),
+                        f"{arch}, signed credits" if signed else arch)
 
 
 BOGUS_DEVICE = "cuda:97"
@@ -214,13 +226,17 @@ CHECKS = (
            _train("residual")),
     _model("S4.14:keys", ("S4.14",), "mismatched keys, shapes, T, labels, dtype -> errors",
            mismatched_inputs, uses=STEP + ("evaluate",), kind="fixed"),
-    _model("S4.15", ("S4.15", "S5.1"), "mlp, conv, vgg11, resnet19 (narrow): one step with EID",
+    _model("S4.15", ("S4.15", "S5.1"),
+           "mlp, conv, vgg11, resnet19 (narrow): one step with EID (conv stacks signed too)",
            shipped_networks, kind="fixed"),
     _model("S4.16", ("S4.16",), "a device that does not exist -> ValueError naming it",
            devices, uses=(), kind="fixed"),
     _model("S2.3:model", ("S2.3", "S5.5"),
            "EID credits of requested layers (dense W, block layout) vs reference",
            _train(None, eid=True), budget=0.3),
+    _model("S2.9:model", ("S2.9", "S5.5"),
+           "signed EID credits (time sum before |.|; conv: one stacked weight gradient)",
+           _train(None, eid=True, signed=True), budget=0.3),
     _model("S4.11:float32", ("S4.11", "S0.4"),
            "float32 step: float32 results within the float32 tolerance", _train(None,
                                                                                   dtype="float32")),
@@ -233,4 +249,4 @@ UNCOVERED = {
 }
 """SPEC S4 clauses without a model-backend row, and why."""
 
-__all__ = ["CHECKS", "UNCOVERED", "SHIPPED", "BOGUS_DEVICE"]
+__all__ = ["CHECKS", "UNCOVERED", "SHIPPED", "SIGNED_SHIPPED", "BOGUS_DEVICE"]

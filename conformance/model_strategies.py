@@ -177,8 +177,10 @@ def lif_params(data: DataObject) -> LIFParams:
 
 
 def case(data: DataObject, family: str, *, dtype: str = "float64",
-         time_major: bool | None = None, eid: bool = False) -> Case:
-    """A `Case` of graph family ``family`` (see `FAMILIES`)."""
+         time_major: bool | None = None, eid: bool = False,
+         signed: bool | None = False) -> Case:
+    """A `Case` of graph family ``family`` (see `FAMILIES`); with ``eid``, its credits are
+    the signed ones of S2.9 when ``signed`` (drawn when ``signed`` is None)."""
     graph = FAMILIES[family](data)
     lif = lif_params(data)
     if time_major is None:
@@ -191,6 +193,9 @@ def case(data: DataObject, family: str, *, dtype: str = "float64",
                            label="EID layers")
         layers = tuple(sorted(chosen))
         decay = data.draw(st.one_of(st.just(lif.beta), st.floats(0.0, 1.0)), label="eid.decay")
+        if signed is None:
+            signed = data.draw(st.booleans(), label="eid.signed")
     return Case(graph, lif, dtype, data.draw(st.integers(2, 4), label="batch"), time_major,
                 data.draw(st.integers(0, 2**31 - 1), label="seed"),
-                data.draw(st.floats(1.5, 4.0), label="init gain"), layers, decay)
+                data.draw(st.floats(1.5, 4.0), label="init gain"), layers, decay,
+                bool(eid and signed))

@@ -109,10 +109,10 @@ class ModelTrial(Trial):
         request = None
         if eid and case.eid_layers:
             self.note("eid = EIDRequest(case.eid_layers, tuple(be.from_numpy(dense_np[k]) "
-                      "for k in case.eid_layers), case.eid_decay)")
+                      "for k in case.eid_layers), case.eid_decay, case.eid_signed)")
             request = EIDRequest(case.eid_layers, tuple(
                 self._convert(arrays.dense[k], f"dense weight {k}") for k in case.eid_layers),
-                case.eid_decay)
+                case.eid_decay, case.eid_signed)
             self._bind(request, "eid")
         for value, label in ((params, "params"), (buffers, "buffers"), (x, "x"), (y, "y"),
                              (case.graph, "case.graph"), (case.lif, "case.lif")):
@@ -150,7 +150,7 @@ class ModelTrial(Trial):
         if mode == "eval":
             return self.ref.evaluate(case.graph, a.params, a.buffers, a.x, a.y, case.lif)
         eid = EIDRequest(case.eid_layers, tuple(a.dense[k] for k in case.eid_layers),
-                         case.eid_decay) if case.eid_layers else None
+                         case.eid_decay, case.eid_signed) if case.eid_layers else None
         return self.ref.forward_backward(case.graph, a.params, a.buffers, a.x, a.y, case.lif,
                                          eid)
 
@@ -247,7 +247,8 @@ class ModelTrial(Trial):
         credits = self.table(result.credits, "credits", wanted, case.dtype)
         for k, c in credits.items():
             self.require(bool(np.all(c >= 0)),
-                         f"credits[{k}] has negative entries; expected |W| * sum_t |...| >= 0")
+                         f"credits[{k}] has negative entries; expected |W| * sum_t |...| >= 0"
+                         f"{' (signed, S2.9: |W| * |sum_t ...|)' if case.eid_signed else ''}")
         return dict(loss=loss, correct=correct, rates=rates, grads=grads, buffers=buffers,
                     credits=credits)
 

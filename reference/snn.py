@@ -210,8 +210,10 @@ def _requires_grad(graph: Graph) -> list[bool]:
 
 def _backward(graph: Graph, params: Mapping[str, np.ndarray], fw: _Forward,
               g_logits: np.ndarray, lif: LIFParams, credit_for: Mapping[int, np.ndarray],
-              decay: float) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
-    """Gradients of every parameter and the EID credits of ``credit_for`` (S4.5, S2.3)."""
+              decay: float, signed: bool = False
+              ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    """Gradients of every parameter and the EID credits of ``credit_for`` (S4.5, S2.3;
+    the signed credit of S2.9 with ``signed``)."""
     t_steps = lif.time_steps
     dtype = g_logits.dtype
     dt = dtype.type
@@ -252,7 +254,7 @@ def _backward(graph: Graph, params: Mapping[str, np.ndarray], fw: _Forward,
             if node.bias:
                 grads[f"layer{k}.bias"] = gb
             if k in credit_for:
-                credits[k] = _credit(node, inputs, gi, credit_for[k], decay, t_steps)
+                credits[k] = _credit(node, inputs, gi, credit_for[k], decay, t_steps, signed)
         elif node.op == "bn":
             j = norm_of[i]
             xhat, inv = cache
@@ -281,15 +283,18 @@ def _backward(graph: Graph, params: Mapping[str, np.ndarray], fw: _Forward,
 
 
 def _credit(node: Any, inputs: np.ndarray, d: np.ndarray, weight: np.ndarray, decay: float,
-            t_steps: int) -> np.ndarray:
-    """EID credit of one layer in block layout (S2.3) via `spikenm.api.eligibility_credit`:
-    the layer's input (conv: its im2col columns) and ``d_t = dL/dI_t``, time-major."""
+            t_steps: int, signed: bool) -> np.ndarray:
+    """EID credit of one layer in block layout (S2.3, or S2.9 with ``signed``) via
+    `spikenm.api.eligibility_credit`: the layer's input (conv: its im2col columns, whose
+    rows of all ``t`` together give the stacked weight gradient of S2.9) and
+    ``d_t = dL/dI_t``, time-major."""
     o = node.out_features
     x = inputs.reshape(t_steps, -1, inputs.shape[-1])
     d = np.ascontiguousarray(d.reshape(t_steps, -1, o))
     if node.op == "linear":
-        return api.eligibility_credit(x, d, weight, decay=decay)
-    credit = api.eligibility_credit(x, d, conv_weight_block(weight), decay=decay)
+        return api.eligibility_credit(x, d, weight, decay=decay, signed=signed)
+    credit = api.eligibility_credit(x, d, conv_weight_block(weight), decay=decay,
+                                    signed=signed)
     return credit.reshape(o, node.kernel, node.kernel, node.in_features)
 
 
@@ -326,6 +331,8 @@ def _check_eid(graph: Graph, eid: Any) -> dict[int, np.ndarray]:
         return {}
     if not isinstance(eid, EIDRequest):
         raise TypeError(f"eid is {type(eid).__name__}; expected a spikenm.snn.EIDRequest")
+    if not isinstance(eid.signed, bool):
+        raise ValueError(f"eid.signed={eid.signed!r} is invalid; expected True or False")
     if len(eid.layers) != len(eid.weights):
         raise ValueError(f"eid names {len(eid.layers)} layers but gives {len(eid.weights)} "
                          f"weights; expected one dense weight per layer")
@@ -350,7 +357,7 @@ def forward_backward(graph: Graph, params: Mapping[str, np.ndarray],
                      buffers: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray,
                      lif: LIFParams, eid: EIDRequest | None = None) -> StepResult:
     """Train-mode step: loss, correct count, ``dL/dparam``, new running statistics, EID
-    credits and firing rates (S4, S4.13, S2.3).
+    credits (S2.3, or S2.9 with ``eid.signed``) and firing rates (S4, S4.13).
 
     A direct-encoded ``x`` is computed once up to the first ``lif``; when credits are
     requested for a layer there (it needs ``d_t`` per step), ``x`` is repeated over ``T``
@@ -365,7 +372,8 @@ def forward_backward(graph: Graph, params: Mapping[str, np.ndarray],
     fw = _forward(graph, params, buffers, x, static, lif, train=True, keep=True)
     losses, correct, g_logits = _cross_entropy(fw.logits, y)
     grads, credits = _backward(graph, params, fw, g_logits, lif, credit_for,
-                               eid.decay if eid is not None else 0.0)
+                               eid.decay if eid is not None else 0.0,
+                               eid.signed if eid is not None else False)
     rates = tuple(s / c for s, c in zip(fw.spike_sums, fw.spike_counts))
     return StepResult(float(losses.mean()), correct, grads, fw.buffers, credits, rates)
 

@@ -1,4 +1,4 @@
-"""The model-backend conformance suite (SPEC S4, S2.3/S5.5): every built-in model backend
+"""The model-backend conformance suite (SPEC S4, S2.3/S2.9/S5.5): every built-in model backend
 passes it check by check in float64, and broken model backends fail the clause they break,
 with a reproduction snippet that reruns the failing call."""
 
@@ -104,6 +104,13 @@ def _effective_weight_credits(graph: Any, params: Any, buffers: Any, x: Any, y: 
     return REF.forward_backward(graph, params, buffers, x, y, lif, eid)
 
 
+def _signed_ignored(graph: Any, params: Any, buffers: Any, x: Any, y: Any, lif: Any,
+                    eid: Any = None) -> Any:
+    if eid is not None:
+        eid = dataclasses.replace(eid, signed=False)
+    return REF.forward_backward(graph, params, buffers, x, y, lif, eid)
+
+
 def _hard_reset_always(graph: Any, params: Any, buffers: Any, x: Any, y: Any, lif: Any,
                        eid: Any = None) -> Any:
     return REF.forward_backward(graph, params, buffers, x, y,
@@ -152,6 +159,9 @@ BROKEN: dict[str, tuple[Callable[[], Any], tuple[str, ...], str, set[str]]] = {
     "credits with the effective weight": (
         lambda: Wrapped(REF, "broken-credit", forward_backward=_effective_weight_credits),
         ("S2.3", "S4.5"), "S2.3:model", {"S2.3:model"}),
+    "signed credits computed as S2.3": (
+        lambda: Wrapped(REF, "broken-signed", forward_backward=_signed_ignored),
+        ("S2.9",), "S2.9:model", {"S2.9:model"}),
     "soft reset run as hard reset": (
         lambda: Wrapped(REF, "broken-reset", forward_backward=_hard_reset_always),
         ("S4.5:linear",), "S4.5:linear", {"S4.5:linear"}),

@@ -1,5 +1,5 @@
 """The JAX pure-function path of the mask methods (`spikenm.backends.jax.method_path`,
-SPEC S5, S6.0) and its EID credit helpers (`method_path_credit`, S2.1-S2.3).
+SPEC S5, S6.0) and its EID credit helpers (`method_path_credit`, S2.1-S2.3, S2.9).
 
 A tiny spiking MLP in plain JAX + optax: the path gives exactly the masks, weight
 gradients and states of the method object called on the same arrays (S6.0); Flax
@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import pytest
 
-from spikenm import api
+from spikenm import api, reference
 from spikenm.backends.jax import method_path as mp
 from spikenm.backends.jax import method_path_credit as mpc
 from spikenm.backends.jax.snn_lif import lif_over_time
@@ -341,34 +341,41 @@ def test_compilations_are_one_per_phase_and_none_per_step() -> None:
 
 # -- EID credits (S2.1-S2.3, S5.5) -------------------------------------------------------
 
-def test_dense_credit_equals_the_reference_in_both_layouts() -> None:
-    """S2.3: `dense_credit` is `spikenm.api.eligibility_credit` (NumPy reference) in the
-    ``OI`` layout and its transpose in ``IO``; `op_credit` of a dense map agrees."""
+@pytest.mark.parametrize("signed", [False, True], ids=["abs", "signed"])
+def test_dense_credit_equals_the_reference_in_both_layouts(signed: bool) -> None:
+    """S2.3 / S2.9: `dense_credit` is `spikenm.reference.eligibility_credit` in the ``OI``
+    layout and its transpose in ``IO``; `op_credit` of a dense map agrees."""
     rng = np.random.default_rng(9)
     x, d, w = rng.uniform(size=(3, 5, 8)), rng.normal(size=(3, 5, 6)), rng.normal(size=(6, 8))
-    want = api.eligibility_credit(x, d, w, decay=0.7)
+    want = reference.eligibility_credit(x, d, w, 0.7, signed)
     with jax.enable_x64(True):
         xj, dj, wj = (jnp.asarray(a) for a in (x, d, w))
-        got = mpc.dense_credit(xj, dj, wj, 0.7)
+        got = mpc.dense_credit(xj, dj, wj, 0.7, signed=signed)
         np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL64, atol=RTOL64 * want.max())
-        assert_same(mpc.dense_credit(xj, dj, wj.T, 0.7, layout="IO"), got.T)
-        via_op = mpc.op_credit(lambda x_t, w_: x_t @ w_.T, xj, dj, wj, 0.7)
+        assert_same(mpc.dense_credit(xj, dj, wj.T, 0.7, layout="IO", signed=signed), got.T)
+        via_op = mpc.op_credit(lambda x_t, w_: x_t @ w_.T, xj, dj, wj, 0.7, signed=signed)
         np.testing.assert_allclose(np.asarray(via_op), want, rtol=RTOL64,
                                    atol=RTOL64 * want.max())
+    if signed:   # never above S2.3, and a different quantity
+        plain = reference.eligibility_credit(x, d, w, 0.7)
+        assert np.all(want <= plain + 1e-14) and not np.allclose(want, plain)
 
 
 @pytest.mark.parametrize("flax_layout", [False, True])
 def test_op_credit_of_a_conv_equals_the_reference_im2col_credit(flax_layout: bool) -> None:
-    """S2.3: for a conv, `op_credit` equals the credit of the unfolded (im2col) input in
-    block layout, in ``OIHW`` (NCHW inputs) and ``HWIO`` (NHWC inputs)."""
+    """S2.3 / S2.9: for a conv, `op_credit` equals the credit of the unfolded (im2col)
+    input in block layout, in ``OIHW`` (NCHW inputs) and ``HWIO`` (NHWC inputs), abs and
+    signed."""
     rng = np.random.default_rng(11)
     t, n, c, h, o, k = 3, 2, 4, 5, 3, 3
     x = (rng.uniform(size=(t, n, h, h, c)) < 0.4).astype(np.float64)   # NHWC
     w = rng.normal(size=(o, c, k, k))                                   # OIHW
     d = rng.normal(size=(t, n, h, h, o))                                # padding 1, stride 1
     cols = np.stack([im2col(x[i], k, 1, 1)[0] for i in range(t)])
-    want = conv_weight_unblock(api.eligibility_credit(
-        cols, d.reshape(t, n * h * h, o), conv_weight_block(w), decay=0.5), w.shape)
+    want = {signed: conv_weight_unblock(reference.eligibility_credit(
+        cols, d.reshape(t, n * h * h, o), conv_weight_block(w), 0.5, signed), w.shape)
+        for signed in (False, True)}
+    assert not np.allclose(want[False], want[True])
     with jax.enable_x64(True):
         if flax_layout:
             dims = ("NHWC", "HWIO", "NHWC")
@@ -383,10 +390,12 @@ def test_op_credit_of_a_conv_equals_the_reference_im2col_credit(flax_layout: boo
                                                 dimension_numbers=dims,
                                                 precision=jax.lax.Precision.HIGHEST)
 
-        got = np.asarray(mpc.op_credit(conv, xs, ds, ws, 0.5))
-    if flax_layout:
-        got = got.transpose(3, 2, 0, 1)
-    np.testing.assert_allclose(got, want, rtol=RTOL64, atol=RTOL64 * np.abs(want).max())
+        for signed in (False, True):
+            got = np.asarray(mpc.op_credit(conv, xs, ds, ws, 0.5, signed=signed))
+            if flax_layout:
+                got = got.transpose(3, 2, 0, 1)
+            np.testing.assert_allclose(got, want[signed], rtol=RTOL64,
+                                       atol=RTOL64 * np.abs(want[signed]).max())
 
 
 def test_credits_feed_the_running_credit_and_missing_ones_warn_once() -> None:
@@ -409,6 +418,36 @@ def test_credits_feed_the_running_credit_and_missing_ones_warn_once() -> None:
     off = mp.sparsity(params, 2, 4, 10, method=SpikeNM(eid=False))
     _, sm_off = off.masks(off.init(params), params, 0)
     assert sm_off.credit_paths == () and sm_off.decay(0.9) == 0.9
+
+
+def test_signed_credit_is_the_methods_choice_S2_9() -> None:
+    """S2.9, S5.5: ``SpikeNM(eid_credit="signed")`` makes ``sm.signed`` true in the search
+    phase (false by default and in the fine-tune phase); the user's credits with
+    ``signed=sm.signed`` are the reference's signed `eligibility_credit` of the layer's
+    inputs and ``dL/dI_t``, and become the running credit at the first update."""
+    with jax.enable_x64(True):
+        params = mlp_params(dtype=np.float64)
+        sp = mp.sparsity(params, 2, 4, total_steps=5, method=SpikeNM(eid_credit="signed"))
+        state, sm = sp.masks(sp.init(params), params, 0)
+        assert sm.signed and sm.credit_paths == ("fc1/weight",)
+        plain = mp.sparsity(params, 2, 4, total_steps=5)
+        assert not plain.masks(plain.init(params), params, 0)[1].signed
+        assert not sp.masks(state, params, 4)[1].signed            # fixed phase
+        x, y = batch(0, np.float64)
+        probes = {p: jnp.zeros((T, B, w.shape[0])) for p, w in sp.weights(params).items()}
+        (_, inputs), (g_eff, d) = jax.value_and_grad(forward, (0, 3), has_aux=True)(
+            sp.apply(params, sm.masks), x, y, probes)
+        w = params["fc1"]["weight"]
+        got = mpc.dense_credit(inputs["fc1/weight"], d["fc1/weight"], w, sm.decay(LIF.beta),
+                               signed=sm.signed)
+        args = [np.asarray(a) for a in (inputs["fc1/weight"], d["fc1/weight"], w)]
+        want = reference.eligibility_credit(*args, LIF.beta, True)
+        assert float(want.max()) > 0
+        assert not np.allclose(want, reference.eligibility_credit(*args, LIF.beta))
+        np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL64,
+                                   atol=RTOL64 * want.max())
+        after = sp.update(state, sm, params, g_eff, {"fc1/weight": got})
+        assert_same(after.arrays["credit/1"], got)
 
 
 # -- state and diagnostics ---------------------------------------------------------------
@@ -485,6 +524,12 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     with pytest.raises(ValueError, match="shapes do not fit"):
         mpc.dense_credit(jnp.ones((2, 1, 4)), jnp.ones((2, 1, 1)), jnp.ones((1, 4)), 0.5,
                      layout="IO")
+    with pytest.raises(TypeError, match=r"signed='yes' is invalid; expected True or False"):
+        mpc.dense_credit(jnp.ones((2, 1, 4)), jnp.ones((2, 1, 1)), jnp.ones((1, 4)), 0.5,
+                         signed="yes")
+    with pytest.raises(TypeError, match=r"signed=1 is invalid"):
+        mpc.op_credit(lambda x_t, w: x_t @ w.T, jnp.ones((2, 1, 4)), jnp.ones((2, 1, 1)),
+                      jnp.ones((1, 4)), 0.5, signed=1)
 
 
 # -- the module docstring's loop: training improves the loss ---------------------------

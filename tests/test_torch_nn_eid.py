@@ -1,7 +1,7 @@
-"""EID in the PyTorch module path: credits from hooks (SPEC S2.1-S2.3, S5.5) for both
-time conventions, the ``handle.eid_loss()`` term (S2.6-S2.7) and the warning when it is
-missing; and one float64 step of a hand-written spiking conv net against the torch model
-backend on the same graph (same ``G``, same credits)."""
+"""EID in the PyTorch module path: credits from hooks (SPEC S2.1-S2.3, S2.9 signed, S5.5)
+for both time conventions, the ``handle.eid_loss()`` term (S2.6-S2.7) and the warning
+when it is missing; and one float64 step of a hand-written spiking conv net against the
+torch model backend on the same graph (same ``G``, same credits)."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def randn(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def brute_conv_credit(x: torch.Tensor, d: torch.Tensor, w: torch.Tensor, stride: int,
-                      padding: int, decay: float) -> torch.Tensor:
-    """S2.3 literally on the im2col input: ``|W| * sum_t |sum_{b, l} d e_unf|``."""
+                      padding: int, decay: float, signed: bool = False) -> torch.Tensor:
+    """S2.3 literally on the im2col input: ``|W| * sum_t |sum_{b, l} d e_unf|``; S2.9
+    (``signed``): ``|W| * |sum_t sum_{b, l} d e_unf|``."""
     o, c, k, _ = w.shape
     e = torch.zeros_like(x[0])
     total = torch.zeros(o, c * k * k, dtype=x.dtype)
@@ -68,20 +69,25 @@ def brute_conv_credit(x: torch.Tensor, d: torch.Tensor, w: torch.Tensor, stride:
         e = decay * e + x[t]
         cols = F.unfold(e, k, padding=padding, stride=stride)           # (B, C*k*k, L)
         dt = d[t].reshape(d.shape[1], o, -1)                             # (B, O, L)
-        total += torch.abs(torch.einsum("bol,bjl->oj", dt, cols))
-    return api.to_block_layout(w.abs() * total.reshape(o, c, k, k))
+        step = torch.einsum("bol,bjl->oj", dt, cols)
+        total += step if signed else torch.abs(step)
+    return api.to_block_layout(w.abs() * total.abs().reshape(o, c, k, k))
 
 
 # -- the collector on single layers ----------------------------------------------------------
 
+@pytest.mark.parametrize("signed", [False, True], ids=["abs", "signed"])
 @pytest.mark.parametrize("mode", ["calls", "leading", "flat"])
-def test_S2_3_linear_credit_equals_eligibility_credit(mode: str) -> None:
+def test_S2_3_linear_credit_equals_eligibility_credit(mode: str, signed: bool) -> None:
+    """S2.3 / S2.9: a Linear layer's credit is the reference `eligibility_credit` of its
+    inputs and ``dL/dI_t``, in every time convention."""
     t_steps, b, k, o = 3, 5, 8, 4
     torch.manual_seed(0)
     lin = nn.Linear(k, o).double()
     x = rand(t_steps, b, k)
     target = randn(t_steps, b, o, seed=1)
-    col = CreditCollector({1: ("fc", lin)}, 0.7, t_steps if mode == "flat" else None)
+    col = CreditCollector({1: ("fc", lin)}, 0.7, t_steps if mode == "flat" else None,
+                          signed=signed)
     col.attach()
     col.active = frozenset({1})
     if mode == "calls":
@@ -93,9 +99,13 @@ def test_S2_3_linear_credit_equals_eligibility_credit(mode: str) -> None:
     (out * target + out.square()).sum().backward()
     d = (target + 2 * out).detach()
     credit = col.reduce({1: lin.weight})[1]
-    expected = api.eligibility_credit(x.numpy(), d.numpy(), lin.weight.detach().numpy(),
-                                      decay=0.7)
+    expected = reference.eligibility_credit(x.numpy(), d.numpy(),
+                                            lin.weight.detach().numpy(), 0.7, signed)
     np.testing.assert_allclose(credit.numpy(), expected, rtol=1e-13, atol=1e-15)
+    if signed:   # S2.9 never exceeds S2.3, and differs from it here
+        plain = api.eligibility_credit(x.numpy(), d.numpy(), lin.weight.detach().numpy(),
+                                       decay=0.7)
+        assert np.all(expected <= plain + 1e-15) and not np.allclose(expected, plain)
 
 
 class MultiStepConv(nn.Conv2d):
@@ -106,14 +116,18 @@ class MultiStepConv(nn.Conv2d):
         return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["abs", "signed"])
 @pytest.mark.parametrize("mode", ["calls", "leading", "flat"])
-def test_S2_3_conv_credit_equals_the_im2col_formula(mode: str) -> None:
+def test_S2_3_conv_credit_equals_the_im2col_formula(mode: str, signed: bool) -> None:
+    """S2.3 / S2.9: a conv layer's credit is the formula on the unfolded input (signed:
+    the weight gradient of the stacked steps equals the per-step sum)."""
     t_steps, b = 3, 2
     torch.manual_seed(0)
     conv = (MultiStepConv if mode == "leading" else nn.Conv2d)(4, 8, 3, stride=2,
                                                                padding=1).double()
     x = rand(t_steps, b, 4, 6, 6)
-    col = CreditCollector({0: ("conv", conv)}, 0.5, t_steps if mode == "flat" else None)
+    col = CreditCollector({0: ("conv", conv)}, 0.5, t_steps if mode == "flat" else None,
+                          signed=signed)
     col.attach()
     col.active = frozenset({0})
     if mode == "calls":
@@ -125,8 +139,11 @@ def test_S2_3_conv_credit_equals_the_im2col_formula(mode: str) -> None:
     target = randn(*out.shape, seed=2)
     (out * target).sum().backward()
     credit = col.reduce({0: conv.weight})[0]
-    expected = brute_conv_credit(x, target, conv.weight.detach(), 2, 1, 0.5)
+    expected = brute_conv_credit(x, target, conv.weight.detach(), 2, 1, 0.5, signed)
     torch.testing.assert_close(credit, expected, rtol=1e-12, atol=1e-14)
+    if signed:
+        plain = brute_conv_credit(x, target, conv.weight.detach(), 2, 1, 0.5)
+        assert bool((expected <= plain + 1e-14).all()) and not torch.allclose(expected, plain)
 
 
 def test_conv_weight_grad_general_padding_equals_the_explicit_padding() -> None:
@@ -147,6 +164,16 @@ def test_conv_weight_grad_general_padding_equals_the_explicit_padding() -> None:
     ref = sum(torch.abs(torch.nn.grad.conv1d_weight(x1[t], conv1d.weight.shape, d1[t],
                                                     padding=1, groups=2)) for t in range(2))
     torch.testing.assert_close(got, conv1d.weight.detach().abs() * ref)
+    # S2.9: one weight gradient of the stacked steps = |sum over t of the per-step ones|,
+    # for zero padding (no forward pass) and for the module's own convolution (reflect)
+    xs, ds = rand(3, 2, 3, 5, 5, seed=4), randn(3, 2, 4, 5, 5, seed=5)
+    for module in (zeros, reflect):
+        got = conv_credit(module, xs, ds, w, 0.6, signed=True)
+        e, total = torch.zeros_like(xs[0]), torch.zeros_like(w)
+        for t in range(3):
+            e = 0.6 * e + xs[t]
+            total = total + conv_weight_grad(module, e, ds[t], w)
+        torch.testing.assert_close(got, w.abs() * total.abs(), rtol=1e-12, atol=1e-14)
 
 
 def test_sequences_restart_the_trace_after_backward_and_on_request() -> None:
@@ -269,10 +296,12 @@ class ConvSNN(nn.Module):
         return torch.stack(spikes)
 
 
+@pytest.mark.parametrize("credit", ["abs", "signed"])
 @pytest.mark.parametrize("leading", [False, True])
-def test_S5_5_one_step_matches_the_torch_model_backend(leading: bool) -> None:
+def test_S5_5_one_step_matches_the_torch_model_backend(leading: bool, credit: str) -> None:
     """Same graph, parameters and data: the module path's ``G`` of the masked layers and
-    its EID credits equal the torch model backend's within S4.11 (float64)."""
+    its EID credits equal the torch model backend's within S4.11 (float64); with
+    ``SpikeNM(eid_credit="signed")`` the signed credits of S2.9 on both sides."""
     graph = conv_net((1, 8, 8), 10, (4, 8), hidden=(8,))
     params = init_params(graph, 3, 2.0, "float64")
     net = ConvSNN().double()
@@ -280,7 +309,7 @@ def test_S5_5_one_step_matches_the_torch_model_backend(leading: bool) -> None:
         for k, mod in enumerate((net.c0, net.c1, net.f2, net.f3)):
             mod.weight.copy_(torch.from_numpy(params[f"layer{k}.weight"]))
             mod.bias.copy_(torch.from_numpy(params[f"layer{k}.bias"]))
-    rec = Recorder(SpikeNM())
+    rec = Recorder(SpikeNM(eid_credit=credit))
     t_steps = 4
     handle = snn.sparsify(net, N, M, total_steps=10, method=rec, seed=2,
                           time_steps=t_steps if leading else None)
@@ -289,6 +318,7 @@ def test_S5_5_one_step_matches_the_torch_model_backend(leading: bool) -> None:
     loss = F.cross_entropy(net(x, t_steps, leading), y) + handle.eid_loss()
     loss.backward()
     sm = handle.current
+    assert sm.eid_signed == (credit == "signed")
     handle.step()
     got = rec.updates[-1]
 
@@ -298,7 +328,7 @@ def test_S5_5_one_step_matches_the_torch_model_backend(leading: bool) -> None:
         eff[f"layer{k}.weight"] = eff[f"layer{k}.weight"] * sm.masks[k].detach()
     dense = tuple(be.from_numpy(params[f"layer{k}.weight"]) for k in (1, 2))
     result = be.forward_backward(graph, eff, {}, x, y, LIFParams(),
-                                 EIDRequest((1, 2), dense, 0.5))
+                                 EIDRequest((1, 2), dense, 0.5, credit == "signed"))
     assert float(loss.detach()) == pytest.approx(result.loss, rel=1e-12)
     for k in (1, 2):
         g_ref = result.grads[f"layer{k}.weight"]
@@ -389,9 +419,13 @@ def test_missing_eid_loss_warns_exactly_once() -> None:
             train(handle, model, 4, with_eid=method == "spikenm")
 
 
-def test_eid_decay_argument_sets_the_trace_decay() -> None:
+@pytest.mark.parametrize("credit", ["abs", "signed"])
+def test_eid_decay_argument_sets_the_trace_decay(credit: str) -> None:
+    """``sparsify(eid_decay=...)`` sets the trace decay and the method's ``eid_credit``
+    the formula: the credit is the reference `eligibility_credit` (S2.3, or S2.9 signed)
+    of the layer's inputs and its ``dL/dI_t`` by autograd."""
     model = two_layer()
-    rec = Recorder(SpikeNM())
+    rec = Recorder(SpikeNM(eid_credit=credit))
     handle = snn.sparsify(model, N, M, total_steps=10, method=rec, eid_decay=0.9)
     x = randn(2, 3, 8)
     inputs = []
@@ -410,5 +444,8 @@ def test_eid_decay_argument_sets_the_trace_decay() -> None:
         i.requires_grad_(True)
         model[4](torch.tanh(i)).sum().backward()
         d.append(i.grad)
-    expected = api.eligibility_credit(xs.numpy(), torch.stack(d).numpy(), w.numpy(), decay=0.9)
+    expected = reference.eligibility_credit(xs.numpy(), torch.stack(d).numpy(), w.numpy(),
+                                            0.9, credit == "signed")
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    plain = api.eligibility_credit(xs.numpy(), torch.stack(d).numpy(), w.numpy(), decay=0.9)
+    assert np.allclose(expected, plain) == (credit == "abs")

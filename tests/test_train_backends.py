@@ -1,7 +1,9 @@
-"""The trainer's model backends against the NumPy/Numba reference (SPEC S4, S2.3, S4.11).
+"""The trainer's model backends against the NumPy/Numba reference (SPEC S4, S2.3, S2.9,
+S4.11).
 
 One training step (`forward_backward`: loss, correct count, every gradient, the new
-batch-norm running statistics, EID credits, firing rates) and one eval pass of the torch
+batch-norm running statistics, EID credits (S2.3, and the signed ones of S2.9), firing
+rates) and one eval pass of the torch
 and jax backends are compared with `spikenm.registry.model_backend("numpy")` on the same
 NumPy-drawn parameters and batch, for every shipped architecture of `spikenm.snn.archs`
 (mlp, conv, vgg11, resnet19 at small width on ``(1, 8, 8)`` inputs, batch norm and
@@ -163,12 +165,13 @@ def _batch(graph: Graph, lif: LIFParams, poisson: bool, dtype: str, margin: floa
 
 def _step(name: str, graph: Graph, params: dict[str, np.ndarray],
           buffers: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lif: LIFParams,
-          eid_layers: tuple[int, ...] | str | None) -> dict[str, Any]:
+          eid_layers: tuple[int, ...] | str | None, signed: bool = False) -> dict[str, Any]:
     """``forward_backward`` on backend ``name``, results as NumPy / Python values.
 
     ``eid_layers=None`` requests the credits of every layer but the first, as the trainer
     does (S5.1 keeps it dense); the first layer's output on a direct-encoded input is then
-    computed once for all steps.  ``"all"`` requests every layer."""
+    computed once for all steps.  ``"all"`` requests every layer.  ``signed`` asks for the
+    signed credits of S2.9."""
     dtype = str(x.dtype)
     every = tuple(range(len(graph.layers)))
     layers = every[1:] if eid_layers is None else every if eid_layers == "all" \
@@ -177,8 +180,8 @@ def _step(name: str, graph: Graph, params: dict[str, np.ndarray],
         mb = model_backend(name)
         ps = {k: mb.from_numpy(v) for k, v in params.items()}
         bs = {k: mb.from_numpy(v) for k, v in buffers.items()}
-        eid = EIDRequest(layers, tuple(ps[f"layer{k}.weight"] for k in layers), DECAY) \
-            if layers else None
+        eid = EIDRequest(layers, tuple(ps[f"layer{k}.weight"] for k in layers), DECAY,
+                         signed) if layers else None
         r = mb.forward_backward(graph, ps, bs, mb.from_numpy(x), mb.from_numpy(y), lif, eid)
         out = {"loss": r.loss, "correct": r.correct, "rates": r.firing_rates,
                "grads": {k: mb.to_numpy(v) for k, v in r.grads.items()},
@@ -258,6 +261,45 @@ def test_S2_3_credits_of_every_layer_agree_float64(case: str, name: str) -> None
     assert sorted(want["credits"]) == list(range(len(graph.layers)))
     got = _step(name, graph, params, buffers, x, y, lif, "all")
     compare_steps(got, want, TOL64, 1e-12, f"{case} {name} every layer")
+
+
+SIGNED_CASES = ("mlp", "conv", "vgg11", "resnet19", "every-op-poisson-soft")
+"""Every shipped architecture (tiny widths) and the graph with every op."""
+
+
+@pytest.mark.parametrize("name", OTHERS)
+@pytest.mark.parametrize("case", SIGNED_CASES)
+def test_S2_9_signed_credits_agree_float64(case: str, name: str) -> None:
+    """S2.9: the signed credits of every layer (time sum before the absolute value; for a
+    conv the weight gradient of the stacked steps) equal the reference's within S4.11 in
+    float64, with the rest of the step."""
+    graph, lif, poisson = CASES[case]
+    params, buffers, x, y = _batch(graph, lif, poisson, "float64", MARGIN64)
+    want = _step("numpy", graph, params, buffers, x, y, lif, "all", signed=True)
+    assert sorted(want["credits"]) == list(range(len(graph.layers)))
+    got = _step(name, graph, params, buffers, x, y, lif, "all", signed=True)
+    compare_steps(got, want, TOL64, 1e-12, f"{case} {name} signed")
+
+
+@pytest.mark.parametrize("case", SIGNED_CASES)
+def test_S2_9_signed_credit_is_at_most_the_abs_credit(case: str) -> None:
+    """S2.9 (triangle inequality): on the same step the signed credit is never larger
+    than the S2.3 credit, entry by entry (up to rounding), and is smaller somewhere: the
+    two are different quantities, so a backend that ignored ``signed`` would be caught by
+    `test_S2_9_signed_credits_agree_float64`."""
+    graph, lif, poisson = CASES[case]
+    params, buffers, x, y = _batch(graph, lif, poisson, "float64", MARGIN64)
+    signed = _step("numpy", graph, params, buffers, x, y, lif, "all", signed=True)
+    plain = _step("numpy", graph, params, buffers, x, y, lif, "all")
+    compare_steps(signed | {"credits": {}}, plain | {"credits": {}}, 0.0, 0.0,
+                  f"{case} signed vs abs, all but the credits")
+    gap = 0.0
+    for k, c_abs in plain["credits"].items():
+        c_signed = signed["credits"][k]
+        slack = 1e-12 * max(float(c_abs.max()), 1e-300)
+        assert np.all(c_signed >= 0) and np.all(c_signed <= c_abs + slack), k
+        gap = max(gap, float((c_abs - c_signed).max()) / max(float(c_abs.max()), 1e-300))
+    assert gap > 1e-3, f"{case}: the signed credits equal the abs ones"
 
 
 @pytest.mark.parametrize("name", OTHERS)
@@ -605,6 +647,21 @@ def test_S0_5_bad_calls_name_the_value() -> None:
     r = mb.evaluate(bn, p, b, mb.from_numpy(np.ones((1, 3))),
                     mb.from_numpy(np.zeros(1, np.int64)), one)
     assert r.count == 1  # eval mode needs no batch statistics
+
+
+@pytest.mark.parametrize("name", ("numpy",) + OTHERS)
+def test_S0_5_signed_must_be_a_bool(name: str) -> None:
+    """S0.5, S2.9: an EID request whose ``signed`` is not a bool is a ValueError naming
+    it, on every model backend."""
+    graph, lif, _ = CASES["mlp"]
+    params, buffers, x, y = _batch(graph, lif, False, "float64", 0.0)
+    with _x64(name, "float64"):
+        mb = model_backend(name)
+        ps = {k: mb.from_numpy(v) for k, v in params.items()}
+        eid = EIDRequest((1,), (ps["layer1.weight"],), 0.5, "yes")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"eid.signed='yes' is invalid; expected True "
+                                             r"or False"):
+            mb.forward_backward(graph, ps, {}, mb.from_numpy(x), mb.from_numpy(y), lif, eid)
 
 
 def test_no_trainer_import() -> None:

@@ -1,7 +1,7 @@
 """Reference model backend (SPEC S4): hand-written BPTT over graphs against torch autograd
 of the same equations (ATan surrogate, batch norm of S4.13, residual adds), finite
-differences where the loss is smooth, the LIF kernels, and EID credits (S2.3) against
-credits built from torch's ``dL/dI_t``."""
+differences where the loss is smooth, the LIF kernels, and EID credits (S2.3, and the
+signed S2.9) against credits built from torch's ``dL/dI_t``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from spikenm import api
+from spikenm.reference import eid as reference_eid
 from spikenm.reference import snn
 from spikenm.reference.snn_lif import lif_backward, lif_forward
 from spikenm.snn import EIDRequest, Graph, LIFParams, Node, archs, init_buffers
@@ -221,11 +222,15 @@ def test_surrogate_and_lif_kernels_S4_3_S4_4() -> None:
     assert snn.lif_forward is lif_forward and snn.lif_backward is lif_backward
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["abs", "signed"])
 @pytest.mark.parametrize("poisson", [False, True], ids=["direct", "spikes"])
-def test_eid_credits_from_torch_learning_signals_S2_3(poisson) -> None:
+def test_eid_credits_from_torch_learning_signals_S2_3(poisson, signed) -> None:
     """Credits of linear and conv layers (first, strided, 1x1, readout) equal S2.3 built
     from torch's inputs and ``dL/dI_t``: `api.eligibility_credit` for linear layers and
-    ``|W| sum_t |conv weight gradient of (e_t, d_t)|`` for conv layers."""
+    ``|W| sum_t |conv weight gradient of (e_t, d_t)|`` for conv layers.  Signed (S2.9):
+    `spikenm.reference.eid.eligibility_credit` with ``signed=True`` for linear layers and
+    ``|W| |sum_t conv weight gradient of (e_t, d_t)|`` (per step, summed) for conv
+    layers."""
     graph, lif = GRAPHS["mixed"], LIFParams(beta=0.6)
     params, buffers = _params(graph, 6), _buffers(graph, 7)
     x, y = _data(graph, lif, poisson, seed=8)
@@ -233,7 +238,8 @@ def test_eid_credits_from_torch_learning_signals_S2_3(poisson) -> None:
     layers = tuple(range(len(graph.layers)))
     dense = tuple(rng.normal(size=graph.layer_node(k).weight_shape()) for k in layers)
     lam = 0.35
-    res = snn.forward_backward(graph, params, buffers, x, y, lif, EIDRequest(layers, dense, lam))
+    res = snn.forward_backward(graph, params, buffers, x, y, lif,
+                               EIDRequest(layers, dense, lam, signed))
     _, _, _, _, data = _torch_run(graph, params, buffers, x, y, lif)
     assert set(res.credits) == set(layers)
     for k in layers:
@@ -241,16 +247,18 @@ def test_eid_credits_from_torch_learning_signals_S2_3(poisson) -> None:
         inp, d = data[k]  # time-major (a direct input is expanded over T)
         inp = np.ascontiguousarray(inp)
         if node.op == "linear":
-            expected = api.eligibility_credit(inp, d, dense[k], decay=lam)
+            expected = (reference_eid.eligibility_credit(inp, d, dense[k], lam, signed=True)
+                        if signed else api.eligibility_credit(inp, d, dense[k], decay=lam))
         else:
             trace = torch.zeros_like(torch.tensor(inp[0]))
             total = torch.zeros(node.weight_shape(), dtype=torch.float64)
             for t in range(lif.time_steps):
                 trace = lam * trace + torch.tensor(inp[t])
-                total += torch.nn.grad.conv2d_weight(trace, node.weight_shape(),
-                                                     torch.tensor(d[t]), stride=node.stride,
-                                                     padding=node.padding).abs()
-            expected = api.to_block_layout(np.abs(dense[k]) * total.numpy())
+                step = torch.nn.grad.conv2d_weight(trace, node.weight_shape(),
+                                                   torch.tensor(d[t]), stride=node.stride,
+                                                   padding=node.padding)
+                total += step if signed else step.abs()
+            expected = api.to_block_layout(np.abs(dense[k]) * total.abs().numpy())
         assert res.credits[k].shape == expected.shape
         np.testing.assert_allclose(res.credits[k], expected, rtol=1e-9,
                                    atol=1e-12 * float(np.abs(expected).max()))

@@ -61,7 +61,8 @@ EID
 When a step's method wants credits (``sm.credit_paths``), pass ``credits={path: c}``
 with ``c`` of the leaf's shape: `spikenm.backends.jax.method_path_credit.dense_credit`
 (Dense) or ``op_credit`` (conv) from the layer's inputs and ``dL/dI_t``, with trace decay
-``sm.decay(beta)``.  The method folds them into its running credit and adds the EID
+``sm.decay(beta)`` and ``signed=sm.signed`` (the method's choice of the S2.3 or the
+signed S2.9 credit).  The method folds them into its running credit and adds the EID
 gradient to the logits itself (S5.5): nothing is added to the user's loss.
 
 Example loop::
@@ -101,11 +102,11 @@ Example loop::
     sp = mp.sparsity(params, 2, 4, total_steps=S)     # masks fc1 (S5.1), spikenm + EID
     probes = {p: jnp.zeros((T, B, w.shape[0])) for p, w in sp.weights(params).items()}
 
-    @partial(jax.jit, static_argnames="want_credits")   # one compilation per phase
-    def step_grads(params, masks, x, y, decay, want_credits):
+    @partial(jax.jit, static_argnames=("want_credits", "signed"))   # one compile per phase
+    def step_grads(params, masks, x, y, decay, want_credits, signed):
         (loss, inputs), (g_eff, d) = jax.value_and_grad(forward, (0, 3), has_aux=True)(
             sp.apply(params, masks), x, y, probes)
-        credits = {p: dense_credit(inputs[p], d[p], w, decay)
+        credits = {p: dense_credit(inputs[p], d[p], w, decay, signed=signed)
                    for p, w in sp.weights(params).items()} if want_credits else None
         return loss, g_eff, credits
 
@@ -121,7 +122,8 @@ Example loop::
         x, y = batch(s)
         state, sm = sp.masks(state, params, s)
         loss, g_eff, credits = step_grads(params, sm.masks, x, y, sm.decay(lif.beta),
-                                          want_credits=bool(sm.credit_paths))
+                                          want_credits=bool(sm.credit_paths),
+                                          signed=sm.signed)
         grads = sp.weight_grads(sm, params, g_eff)
         state = sp.update(state, sm, params, g_eff, credits)
         if sm.reset_optimizer:                         # ASP (S6.5)
@@ -337,6 +339,13 @@ class PathMasks:
         """Trace decay ``lam`` of this step's credits: the method's ``eid_decay``, or the
         neuron's ``beta`` when the method leaves it to the neuron (S5.5)."""
         return beta if self.method.eid_decay < 0 else self.method.eid_decay
+
+    @property
+    def signed(self) -> bool:
+        """Whether this step's credits are the signed ones of S2.9 (the method's
+        ``eid_signed``): pass it as ``signed=`` to the credit functions of
+        `spikenm.backends.jax.method_path_credit` (a static argument under ``jax.jit``)."""
+        return bool(self.method.eid_signed)
 
 
 # -- the path -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """EID credits of a user's own JAX layers, for `spikenm.backends.jax.method_path`
-(SPEC S2.1-S2.3, S5.5).
+(SPEC S2.1-S2.3, S2.9, S5.5).
 
 For a layer with dense weight ``W``, inputs ``x_t`` (``t = 1..T``), presynaptic trace
 ``e_t = lam e_{t-1} + x_t`` (``e_0 = 0``) and learning signal ``d_t = dL/dI_t`` of its
@@ -7,6 +7,7 @@ synaptic current ``I_t``::
 
     c = |W| * sum_t | dW_t |,   dW_t = the weight gradient of the layer at input e_t
                                        and output gradient d_t
+    c = |W| * | sum_t dW_t |    (signed=True, S2.9: the method's ``PathMasks.signed``)
 
 For a dense layer ``dW_t[o, k] = sum_b d_t[b, o] e_t[b, k]`` (S2.3); for a convolution it
 is the conv weight gradient, which equals S2.3's sum over the unfolded input.  The credit
@@ -43,6 +44,14 @@ def _decay(decay: Any) -> Any:
     return validation.unit_interval("decay", decay)
 
 
+def _signed(signed: Any) -> bool:
+    """``signed`` must be a Python bool (it selects the formula, so it is static)."""
+    if not isinstance(signed, bool):
+        raise TypeError(f"signed={signed!r} is invalid; expected True or False (a Python "
+                        f"bool, static under jax.jit: pass sm.signed as a static argument)")
+    return signed
+
+
 def _rank3(name: str, x: Any, meaning: str) -> None:
     if not isinstance(x, jax.Array):
         raise TypeError(f"{name} must be a jax.Array {meaning}, got {type(x).__name__}")
@@ -51,8 +60,8 @@ def _rank3(name: str, x: Any, meaning: str) -> None:
 
 
 def dense_credit(x: jax.Array, d: jax.Array, weight: jax.Array, decay: Any, *,
-                 layout: str = "OI") -> jax.Array:
-    """EID credit of a dense layer (S2.3), shaped like ``weight``.
+                 layout: str = "OI", signed: bool = False) -> jax.Array:
+    """EID credit of a dense layer (S2.3, or S2.9 with ``signed``), shaped like ``weight``.
 
     Parameters
     ----------
@@ -65,6 +74,8 @@ def dense_credit(x: jax.Array, d: jax.Array, weight: jax.Array, decay: Any, *,
         The dense weight (not the masked one, so pruned weights keep a credit).
     decay : float in ``[0, 1]``
         Trace decay ``lam``, normally the neuron's ``beta`` (`PathMasks.decay`).
+    signed : bool
+        Sum over time before the absolute value (S2.9; `PathMasks.signed`).
 
     Returns
     -------
@@ -77,6 +88,8 @@ def dense_credit(x: jax.Array, d: jax.Array, weight: jax.Array, decay: Any, *,
     Array([[5., 5., 5., 5.]], dtype=float32)
     >>> dense_credit(x, d, w.T, 0.5, layout="IO").shape
     (4, 1)
+    >>> dense_credit(x, jnp.array([[[1.0]], [[-1.0]]]), w, 0.5, signed=True)  # |W| |1 - 1.5|
+    Array([[1., 1., 1., 1.]], dtype=float32)
     """
     if layout not in ("OI", "IO"):
         raise ValueError(f"layout={layout!r} is invalid; expected 'OI' (out, in) or 'IO' "
@@ -90,19 +103,22 @@ def dense_credit(x: jax.Array, d: jax.Array, weight: jax.Array, decay: Any, *,
     if x.shape[:2] != d.shape[:2] or w.shape != (d.shape[2], x.shape[2]):
         raise ValueError(f"shapes do not fit: x (T, B, K)={tuple(x.shape)}, d (T, B, O)="
                          f"{tuple(d.shape)}, weight {layout}={tuple(weight.shape)}")
-    credit = eligibility_credit(x, d, w, _decay(decay))
+    credit = eligibility_credit(x, d, w, _decay(decay), _signed(signed))
     return credit if layout == "OI" else credit.T
 
 
 def op_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
-              d: jax.Array, weight: jax.Array, decay: Any) -> jax.Array:
+              d: jax.Array, weight: jax.Array, decay: Any, *,
+              signed: bool = False) -> jax.Array:
     """EID credit of a layer whose current is ``I_t = op(x_t, weight)`` (a convolution,
-    or any map linear in ``weight``), shaped like ``weight`` (S2.3).
+    or any map linear in ``weight``), shaped like ``weight`` (S2.3, or S2.9 with
+    ``signed``).
 
     ``c = |W| * sum_t |g_t|`` with ``g_t`` the VJP of ``w -> op(e_t, w)`` at ``weight``
     applied to ``d_t``: the layer's weight gradient at the trace ``e_t``, computed for all
     ``t`` at once by ``jax.vmap`` (`spikenm.backends.jax.snn_credit.weight_grad_credit`,
-    after checking the inputs).  The layout is whatever ``op`` uses (PyTorch ``OIHW``,
+    after checking the inputs).  Signed: ``c = |W| * |sum_t g_t|``, one weight gradient
+    of ``op`` mapped over the steps.  The layout is whatever ``op`` uses (PyTorch ``OIHW``,
     Flax ``HWIO`` ...).  The bias is not part of ``op``.
 
     Parameters
@@ -117,6 +133,8 @@ def op_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
         The dense weight.
     decay : float in ``[0, 1]``
         Trace decay ``lam``.
+    signed : bool
+        Sum over time before the absolute value (S2.9; `PathMasks.signed`).
 
     Examples
     --------
@@ -136,4 +154,4 @@ def op_credit(op: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
     if tuple(out.shape) != tuple(d.shape[1:]):
         raise ValueError(f"d has steps of shape {tuple(d.shape[1:])}; op gives currents of "
                          f"shape {tuple(out.shape)}")
-    return weight_grad_credit(op, x, d, weight, _decay(decay))
+    return weight_grad_credit(op, x, d, weight, _decay(decay), _signed(signed))

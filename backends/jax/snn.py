@@ -11,7 +11,7 @@ rates (S4.16) -- gradients, new batch-norm statistics and EID credits stay devic
 The whole training step -- forward pass (`spikenm.backends.jax.snn_graph`), loss,
 gradients, running statistics, EID credits (`spikenm.backends.jax.snn_credit`) and
 firing rates -- is one ``jax.jit``-compiled function per static configuration ``(graph,
-lif, EID layers, direct/time-major input, dtype)``, built once and kept in
+lif, EID layers, direct/time-major input, dtype, abs/signed credit)``, built once and kept in
 `step_function`'s cache (JAX adds one compilation per new batch shape); `eval_function`
 likewise for the eval-mode pass.  `TRACES` counts how often each was traced.  The EID
 learning signals ``d_t = dL/dI_t`` are gradients w.r.t. zero *probes* added to the
@@ -48,21 +48,23 @@ __all__ = ["JaxModelBackend", "model_backend", "step_function", "eval_function",
 
 TRACES: Counter[tuple[Any, ...]] = Counter()
 """Times each compiled function was traced, keyed by ``("step", graph, lif, eid_layers,
-static, dtype)`` or ``("eval", graph, lif, static, dtype)``; a call with a known
-configuration and batch shape does not add to it."""
+static, dtype)`` (with a trailing ``"signed"`` for the signed credits of S2.9) or
+``("eval", graph, lif, static, dtype)``; a call with a known configuration and batch
+shape does not add to it."""
 
 
 @lru_cache(maxsize=64)
 def step_function(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], static: bool,
-                  dtype: str) -> Callable[..., Any]:
+                  dtype: str, signed: bool = False) -> Callable[..., Any]:
     """The compiled train-mode step of one static configuration.
 
     ``f(params, buffers, x, y, eid_weights, decay) -> (loss, correct, grads, buffers,
     credits, rates)``: batch-mean loss, correct count, gradient of every parameter, the
-    running statistics after the batch, one credit (block layout) per layer of
-    ``eid_layers`` and the firing rate of every ``lif`` node, all arrays.
+    running statistics after the batch, one credit (block layout; S2.3, or S2.9 with
+    ``signed``) per layer of ``eid_layers`` and the firing rate of every ``lif`` node,
+    all arrays.
     """
-    key = ("step", graph, lif, eid_layers, static, dtype)
+    key = ("step", graph, lif, eid_layers, static, dtype) + (("signed",) if signed else ())
     t_steps = lif.time_steps
 
     def step(params: dict[str, jax.Array], buffers: dict[str, jax.Array], x: jax.Array,
@@ -79,7 +81,8 @@ def step_function(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], sta
 
         (loss, run), (grads, signals) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(params, probes)
-        credits = {k: layer_credit(graph.layer_node(k), *run.inputs[k], signals[k], w, decay)
+        credits = {k: layer_credit(graph.layer_node(k), *run.inputs[k], signals[k], w, decay,
+                                   signed)
                    for k, w in zip(eid_layers, eid_weights)}
         rates = tuple(jnp.mean(s) for s in run.spikes)
         return loss, correct_count(run.logits, y), grads, run.buffers, credits, rates
@@ -214,10 +217,12 @@ class JaxModelBackend:
                          buffers: Mapping[str, jax.Array], x: jax.Array, y: jax.Array,
                          lif: LIFParams, eid: EIDRequest | None = None) -> StepResult:
         """Train-mode loss, correct count, ``dL/dparam``, new running statistics, EID
-        credits and firing rates (S4, S4.13, S2.3); see `spikenm.snn.ModelBackend`."""
+        credits (S2.3, or S2.9 with ``eid.signed``) and firing rates (S4, S4.13); see
+        `spikenm.snn.ModelBackend`."""
         params, buffers, static, _, dtype = self._prepare(graph, params, buffers, x, y, lif)
         layers, weights, decay = self._eid(graph, eid, dtype)
-        fn = step_function(graph, lif, layers, static, dtype)
+        fn = step_function(graph, lif, layers, static, dtype,
+                           bool(eid is not None and eid.signed))
         loss, correct, grads, new_buffers, credits, rates = fn(params, buffers, x, y,
                                                                weights, decay)
         host_loss, host_correct, host_rates = jax.device_get((loss, correct, rates))

@@ -1,14 +1,18 @@
-"""EID credit of a convolution on torch tensors (SPEC S2.1-S2.3), shared by the torch model
-backend (`spikenm.backends.torch.snn_credit`) and the PyTorch module path
+"""EID credit of a convolution on torch tensors (SPEC S2.1-S2.3, S2.9), shared by the torch
+model backend (`spikenm.backends.torch.snn_credit`) and the PyTorch module path
 (`spikenm.backends.torch.nn_credit`).
 
 For a conv layer with input ``x_t``, presynaptic trace ``e_t = lam e_{t-1} + x_t``
 (``e_0 = 0``), learning signal ``d_t = dL/dI_t`` and dense weight ``W``:
 
-    c = |W| * sum_t | conv_weight_grad(e_t, d_t) |
+    c = |W| * sum_t | conv_weight_grad(e_t, d_t) |        (S2.3)
+    c = |W| * | conv_weight_grad(e, d) |                   (S2.9, signed)
 
 where the conv weight gradient is S2.3's inner sum ``sum_b d_t[b, o] e_t[b, j]`` over the
-unfolded input.  The credit has the framework layout ``(O, C / groups, *kernel)``.
+unfolded input, and in the signed case ``e``, ``d`` are the traces and signals of all
+``t`` stacked along the batch axis (``T * B`` samples): the time sum comes before the
+absolute value, so one weight gradient replaces ``T`` of them.  The credit has the
+framework layout ``(O, C / groups, *kernel)``.
 """
 
 from __future__ import annotations
@@ -62,12 +66,15 @@ def conv_weight_grad(e: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, *,
 def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, decay: float, *,
                 stride: int | tuple[int, ...], padding: int | tuple[int, ...] | str,
                 dilation: int | tuple[int, ...] = 1, groups: int = 1,
-                conv: Conv | None = None) -> torch.Tensor:
-    """EID credit (S2.3) of a conv layer, framework layout ``(O, C / groups, *kernel)``.
+                conv: Conv | None = None, signed: bool = False) -> torch.Tensor:
+    """EID credit (S2.3, or S2.9 with ``signed``) of a conv layer, framework layout
+    ``(O, C / groups, *kernel)``.
 
-    ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps and
+    ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps.  S2.3:
     ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``, one weight gradient per step,
-    accumulated (on CPU faster than one ``torch.func.vmap`` over ``t``).
+    accumulated (on CPU faster than one ``torch.func.vmap`` over ``t``).  S2.9
+    (``signed``): ``c = |W| * |conv_weight_grad(e, d)|`` with the traces and signals of all
+    steps stacked to ``T * B`` samples, one weight gradient in all.
 
     Parameters
     ----------
@@ -76,18 +83,31 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, decay: f
     weight : the dense weight ``(O, C / groups, *kernel)``
     decay : trace decay in ``[0, 1]``
     stride, padding, dilation, groups, conv : the convolution, as in `conv_weight_grad`
+    signed : bool
+        Sum over time before the absolute value (S2.9).
 
     Examples
     --------
     >>> x = torch.ones(2, 1, 1, 3, 3); d = torch.ones(2, 1, 1, 3, 3)
     >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 0.0, stride=1, padding=1)[0, 0, 1, 1].item()
     18.0
+    >>> d[1] = -1.0   # the two steps cancel in the signed credit
+    >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 0.0, stride=1, padding=1,
+    ...             signed=True).abs().max().item()
+    0.0
     """
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    conv=conv)
+    if signed:
+        traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        traces[0] = x[0]
+        for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1}, in place
+            torch.add(x[t], traces[t - 1], alpha=decay, out=traces[t])
+        grad = conv_weight_grad(traces.flatten(0, 1), d.flatten(0, 1), weight, **geometry)
+        return torch.abs(weight) * torch.abs(grad)
     trace = torch.zeros_like(x[0])
     total = torch.zeros_like(weight)
     for t in range(x.shape[0]):
         trace = decay * trace + x[t]
-        total = total + torch.abs(conv_weight_grad(trace, d[t], weight, stride=stride,
-                                                   padding=padding, dilation=dilation,
-                                                   groups=groups, conv=conv))
+        total = total + torch.abs(conv_weight_grad(trace, d[t], weight, **geometry))
     return torch.abs(weight) * total

@@ -1,5 +1,5 @@
 """EID credits of ordinary PyTorch layers, collected by hooks during the user's own
-forward and backward passes (SPEC S2.1-S2.3, S5.5).
+forward and backward passes (SPEC S2.1-S2.3, S2.9, S5.5).
 
 For every watched layer (an ``nn.Linear`` or ``nn.ConvNd``) a forward hook records the
 layer's input ``x_t`` and registers a tensor hook on its output ``I_t`` that receives
@@ -7,9 +7,12 @@ layer's input ``x_t`` and registers a tensor hook on its output ``I_t`` that rec
 
     c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |,   e_t = lam e_{t-1} + x_t
 
+or, with `CreditCollector.signed` (the method's ``StepMasks.eid_signed``, S2.9),
+``c[o, j] = |W[o, j]| * | sum_t sum_b d_t[b, o] e_t[b, j] |``
 (`spikenm.backends.torch.eid.eligibility_credit` for a Linear layer; for a conv layer
-the inner sum is the conv weight gradient of ``(e_t, d_t)``, `conv_credit`), with ``W``
-the dense weight of the step; the credits of the sequences of one optimizer step add up.
+the inner sum is the conv weight gradient of ``(e_t, d_t)``, of all steps stacked when
+signed, `conv_credit`), with ``W`` the dense weight of the step; the credits of the
+sequences of one optimizer step add up.
 
 Time conventions (``time_steps``):
 
@@ -79,11 +82,13 @@ def conv_weight_grad(module: nn.Module, e: torch.Tensor, d: torch.Tensor,
 
 
 def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor,
-                decay: float) -> torch.Tensor:
-    """EID credit (S2.3) of a conv layer, framework layout ``(out, in/groups, *kernel)``.
+                decay: float, signed: bool = False) -> torch.Tensor:
+    """EID credit (S2.3, or S2.9 with ``signed``) of a conv layer, framework layout
+    ``(out, in/groups, *kernel)``.
 
     ``e_t = decay e_{t-1} + x_t`` (``e_0 = 0``) on the input maps and
-    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``
+    ``c = |W| * sum_t |conv_weight_grad(e_t, d_t)|``, or
+    ``c = |W| * |conv_weight_grad(e, d)|`` over the ``T * B`` stacked steps when signed
     (`spikenm.backends.torch.credit.conv_credit` with ``module``'s geometry).
 
     Parameters
@@ -94,8 +99,9 @@ def conv_credit(module: nn.Module, x: torch.Tensor, d: torch.Tensor, weight: tor
     d : ``(T, B, O, *space_out)`` ``dL/dI_t``
     weight : the dense weight ``(O, C / groups, *kernel)``
     decay : trace decay in ``[0, 1]``
+    signed : sum over time before the absolute value (S2.9)
     """
-    return credit.conv_credit(x, d, weight, decay, **_geometry(module))
+    return credit.conv_credit(x, d, weight, decay, signed=signed, **_geometry(module))
 
 
 @dataclass
@@ -125,16 +131,21 @@ class CreditCollector:
         Trace decay ``lam`` in ``[0, 1]`` (S2.1).
     time_steps : int or None
         The time convention (module docstring).
+    signed : bool
+        The signed credit of S2.9 instead of S2.3's.
 
     Attributes
     ----------
     active : frozenset of int
         The ordinals recorded now (the handle sets the step's ``credit_layers``); calls of
         other layers are not recorded.
+    signed : bool
+        Whether `reduce` computes signed credits (the handle sets the step's
+        ``eid_signed``).
     """
 
     def __init__(self, layers: Mapping[int, tuple[str, nn.Module]], decay: float,
-                 time_steps: int | None) -> None:
+                 time_steps: int | None, signed: bool = False) -> None:
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not (
                 0.0 <= float(decay) <= 1.0):
             raise ValueError(f"eid_decay must be a number in [0, 1], got {decay!r}")
@@ -142,6 +153,8 @@ class CreditCollector:
                                        or not isinstance(time_steps, int) or time_steps < 1):
             raise ValueError(f"time_steps must be None (time steps as repeated calls) or an "
                              f"integer >= 1, got {time_steps!r}")
+        if not isinstance(signed, bool):
+            raise ValueError(f"signed must be True or False, got {signed!r}")
         self.layers = dict(layers)
         # rank of one time step's batched input, read without touching ``weight`` (whose
         # parametrization would run)
@@ -149,6 +162,7 @@ class CreditCollector:
                          for k, (_, mod) in self.layers.items()}
         self.decay = float(decay)
         self.time_steps = time_steps
+        self.signed = signed
         self.active: frozenset[int] = frozenset()
         self._open: dict[int, _Sequence] = {k: _Sequence() for k in self.layers}
         self._closed: dict[int, list[list[_Chunk]]] = {k: [] for k in self.layers}
@@ -276,5 +290,5 @@ class CreditCollector:
                        for c in chunks])
         x, d = x.to(w.dtype), d.to(w.dtype)
         if isinstance(module, nn.Linear):
-            return eligibility_credit(x, d, w, self.decay)
-        return conv_credit(module, x, d, w, self.decay)
+            return eligibility_credit(x, d, w, self.decay, self.signed)
+        return conv_credit(module, x, d, w, self.decay, self.signed)

@@ -11,7 +11,8 @@ model's device.  Per optimizer step ``s`` (`SpikeNMHandle.step_count`):
    copy of the dense weights at that moment (the weights of step ``s``).
 2. Every forward/backward of the user's loop uses these masks (`nn_mask.MaskedWeight`):
    ``dL/dW`` is ``method.weight_grads`` of ``G = dL/dW_eff``, ``G`` is summed per layer,
-   and hooks collect the EID credits (`nn_credit.CreditCollector`).
+   and hooks collect the EID credits (`nn_credit.CreditCollector`) with the trace decay
+   and the credit (S2.3, or the signed S2.9) of the method's `StepMasks`.
 3. `eid_loss` returns ``sum_k lambda_s * L_eid(logits_k, q_k, kappa_s)`` (S2.6, S5.5)
    from ``method.eid_targets`` (the running credit of the steps before ``s``),
    differentiable in the logit leaves; the user adds it to the loss.
@@ -196,6 +197,7 @@ class SpikeNMHandle:
         self._applied = {k: v.detach() for k, v in sm.masks.items()}
         self._collector.active = frozenset(sm.credit_layers)
         self._collector.decay = self._decay(sm)
+        self._collector.signed = bool(sm.eid_signed)
         self._sm = sm
         return sm
 

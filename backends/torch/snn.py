@@ -7,8 +7,8 @@ autograd (SPEC S4), implementing `spikenm.snn.model.ModelBackend` on one device 
 that single graph gives ``dL/dparam`` for every parameter and, for EID, the learning
 signals ``d_t = dL/dI_t`` of the requested layers (the gradient of their current tensors,
 before any batch norm), from which `spikenm.backends.torch.snn_credit` computes the
-credits (S2.3).  Everything stays on the device; a step copies to the host only the loss,
-the correct count and the firing rates, in one transfer.
+credits (S2.3, or the signed S2.9).  Everything stays on the device; a step copies to the
+host only the loss, the correct count and the firing rates, in one transfer.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ class TorchModelBackend:
                          y: torch.Tensor, lif: LIFParams, eid: EIDRequest | None = None
                          ) -> StepResult:
         """Train mode (S4, S4.13): loss, correct count, ``dL/dparam``, new running
-        statistics, EID credits (S2.3) and firing rates (S4.9)."""
+        statistics, EID credits (S2.3, or S2.9 with ``eid.signed``) and firing rates
+        (S4.9)."""
         static, _ = self._check(graph, params, buffers, x, y, lif)
         layers = self._eid_layers(graph, params, eid)
         keys = list(graph.param_shapes())
@@ -190,7 +191,7 @@ class TorchModelBackend:
                     a, st = run.inputs[k]
                     credits[k] = layer_credit(graph.layer_node(k), a.detach(), st,
                                               grads[len(keys) + j], eid.weights[j],
-                                              float(eid.decay))
+                                              float(eid.decay), eid.signed)
         correct = (torch.argmax(run.logits.detach(), dim=1) == y).sum()
         host = _host_floats([loss, correct] + [_rate(s.detach()) for s in run.spikes])
         return StepResult(loss=host[0], correct=int(host[1]),

@@ -1,15 +1,16 @@
-"""EID credits of a graph's layers on torch tensors (SPEC S2.1-S2.3, S5.5).
+"""EID credits of a graph's layers on torch tensors (SPEC S2.1-S2.3, S2.9, S5.5).
 
 For a layer with input ``x_t`` and learning signal ``d_t = dL/dI_t`` (from autograd),
 ``e_t = lam e_{t-1} + x_t`` (``e_0 = 0``) and
 
-    c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |
+    c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o] e_t[b, j] |       (S2.3)
+    c[o, j] = |W[o, j]| * | sum_t sum_b d_t[b, o] e_t[b, j] |       (S2.9, signed)
 
 with the dense ``W``.  A linear layer uses the torch backend's `eligibility_credit`; for
 a conv layer the inner sum over the unfolded input is the conv weight gradient of
-``(e_t, d_t)`` (`spikenm.backends.torch.credit.conv_credit`, shared with the PyTorch
-module path), returned in block layout ``(out, k, k, in)``
-(`spikenm.api.to_block_layout`).
+``(e_t, d_t)`` (of the stacked steps in the signed case;
+`spikenm.backends.torch.credit.conv_credit`, shared with the PyTorch module path),
+returned in block layout ``(out, k, k, in)`` (`spikenm.api.to_block_layout`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ __all__ = ["conv_credit", "layer_credit"]
 
 
 def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: int,
-                padding: int, decay: float) -> torch.Tensor:
-    """EID credit of a conv layer (S2.3) in block layout ``(O, k, k, C)``.
+                padding: int, decay: float, signed: bool = False) -> torch.Tensor:
+    """EID credit of a conv layer (S2.3, or S2.9 with ``signed``) in block layout
+    ``(O, k, k, C)``.
 
     ``c = |W| * sum_t | conv_weight_grad(e_t, d_t) |`` where
     ``conv_weight_grad(e, d)[o, c, a, b] = sum_{n, i, j} d[n, o, i, j]
-    epad[n, c, i s + a, j s + b]`` (`spikenm.backends.torch.credit.conv_credit`).
+    epad[n, c, i s + a, j s + b]``; signed: ``c = |W| * | conv_weight_grad(e, d) |`` over
+    the ``T * B`` stacked steps (`spikenm.backends.torch.credit.conv_credit`).
 
     Parameters
     ----------
@@ -39,6 +42,7 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: 
     weight : ``(O, C, k, k)`` dense weight
     stride, padding : the layer's geometry (zero padding)
     decay : trace decay in ``[0, 1]``
+    signed : sum over time before the absolute value (S2.9)
 
     Examples
     --------
@@ -46,18 +50,19 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: 
     >>> conv_credit(x, d, torch.ones(1, 1, 3, 3), 1, 1, 0.0)[0, 1, 1].tolist()
     [18.0]
     """
-    c = credit.conv_credit(x, d, weight, decay, stride=stride, padding=padding)
+    c = credit.conv_credit(x, d, weight, decay, stride=stride, padding=padding,
+                           signed=signed)
     return c.permute(0, 2, 3, 1).contiguous()
 
 
 def layer_credit(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,
-                 weight: torch.Tensor, decay: float) -> torch.Tensor:
+                 weight: torch.Tensor, decay: float, signed: bool = False) -> torch.Tensor:
     """EID credit of one ``linear``/``conv`` node from its input ``x`` (static ``(B, ...)``
     stands for its repetition over the ``T = d.shape[0]`` steps), ``d_t`` ``(T, B, ...)``
-    and the dense weight (S2.3)."""
+    and the dense weight (S2.3; S2.9 with ``signed``)."""
     if static:
         x = x.expand((d.shape[0],) + tuple(x.shape))
     weight = weight.detach()
     if node.op == "linear":
-        return eligibility_credit(x, d, weight, decay)
-    return conv_credit(x, d, weight, node.stride, node.padding, decay)
+        return eligibility_credit(x, d, weight, decay, signed)
+    return conv_credit(x, d, weight, node.stride, node.padding, decay, signed)

@@ -27,7 +27,10 @@ Credits for EID (SPEC S2.3, S5.5): for every layer ordinal ``k`` in ``eid.layers
 ``d_t = dL/dI_t`` the gradient of the layer's output (before any batch norm) and the
 *dense* weight ``eid.weights[i]``: ``c[o, j] = |W[o, j]| * sum_t | sum_b d_t[b, o]
 e_t[b, j] |`` (conv: on the unfolded input, i.e. the conv weight gradient of
-``(e_t, d_t)`` per step), in block layout (`spikenm.api.to_block_layout`).
+``(e_t, d_t)`` per step), in block layout (`spikenm.api.to_block_layout`).  With
+``eid.signed`` the time sum comes first (S2.9): ``c[o, j] = |W[o, j]| * | sum_t sum_b
+d_t[b, o] e_t[b, j] |`` (conv: one weight gradient of the stacked ``(e_t, d_t)`` of all
+``t``).
 """
 
 from __future__ import annotations
