@@ -16,10 +16,12 @@ Validating a backend in three steps
    with ``name`` (str), optionally ``differentiable`` (bool, default True) and the
    functions ``dtype_name``, ``moveaxis``, ``all_finite``, ``to_numpy``,
    ``from_numpy``, ``gumbel_like``, ``topn_mask``, ``relaxed_topn``, ``sample_mask``,
-   ``block_probs``, ``eligibility_credit``, ``eid_targets``, ``eid_loss``,
-   ``block_nnz``, ``pack``, ``unpack``, ``spmm`` and, unless ``differentiable`` is
-   False, ``sample_mask_vjp``, ``relaxed_topn_vjp``, ``eid_loss_vjp``.  Every block
-   function works on the last axis of already-validated arrays and returns arrays of
+   ``block_probs``, ``eligibility_credit`` (with ``signed``, S2.9), ``credit_scores``,
+   ``eid_targets``, ``eid_loss``, ``block_nnz``, ``pack``, ``unpack``, ``spmm`` and,
+   unless ``differentiable`` is False, ``sample_mask_vjp``, ``relaxed_topn_vjp``,
+   ``eid_loss_vjp``; a differentiable backend should also give the optional
+   ``stop_gradient`` (so that the S2.11 ``gated`` targets carry no gradient).  Every
+   block function works on the last axis of already-validated arrays and returns arrays of
    the type of its inputs (never NumPy for another framework's input);
    ``from_numpy(a)`` must build your arrays from NumPy ones (the suite uses it for
    every input) and ``to_numpy`` must copy them back.  ``all_finite`` returns a Python

@@ -16,9 +16,12 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.strategies import DataObject
 
+from spikenm import eid_variants
+
 from . import oracles, tolerance
 from .check import Check
 from .conditioning import expand, softmax_blocks_ok, successive_blocks_ok
+from .eid_checks import credit_arrays, credit_magnitude, variant_blocks_ok
 from .selection import numpy_dtype
 from .strategies import (
     MATH_DTYPES,
@@ -209,6 +212,49 @@ def eid(trial: Trial, data: DataObject | None) -> None:
     want = trial.ref.eid_loss(w_np, np.ascontiguousarray(_last(q_np, ax)), m, 1.0)
     trial.expect_close(want, loss, dtype, f"api.eid_loss(axis={ax})", scale=10.0)
 
+def eid_variant_targets(trial: Trial, data: DataObject | None) -> None:
+    """``api.eligibility_credit(signed=True)``, ``api.credit_scores`` and every
+    ``api.eid_targets(variant=...)`` with ``axis=``; a ``gated`` call without logits is a
+    ValueError."""
+    assert data is not None
+    dtype = data.draw(st.sampled_from(MATH_DTYPES), label="dtype")
+    n, m = data.draw(patterns(max_m=8), label="n, m")
+    o, k = data.draw(st.integers(1, 3), label="O"), m * data.draw(st.integers(1, 2), label="blocks")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x_np = (rng.random((3, 2, k)) < 0.5).astype(dtype)
+    d_np = rng.normal(size=(3, 2, o)).astype(dtype)
+    w_np = rng.normal(size=(o, k)).astype(dtype)
+    x, d, w = trial.array("x", x_np), trial.array("d", d_np), trial.array("weight", w_np)
+    signed = trial.result(trial.call("eligibility_credit", x, d, w, decay=0.5, signed=True, api=True, out="credit"),
+                          "api.eligibility_credit(signed=True)", dtype=dtype, shape=(o, k))
+    trial.expect_close(trial.ref.eligibility_credit(x_np, d_np, w_np, 0.5, signed=True), signed, dtype,
+                       "api.eligibility_credit(signed=True)", scale=credit_magnitude(x_np, d_np, w_np, 0.5))
+    c_np = credit_arrays(data, dtype, (o, k), m)
+    ax = _axis(data, 2)
+    credits = trial.array("credits", _moved(c_np, ax))
+    gated = data.draw(st.booleans(), label="gated")
+    z = trial.call("credit_scores", credits, m, gated=gated, axis=ax, api=True, out="z")
+    z_np = trial.result(z, "api.credit_scores", dtype=dtype, shape=_moved(c_np, ax).shape)
+    trial.expect_close(trial.ref.credit_scores(c_np, m, gated), _last(z_np, ax), dtype,
+                       f"api.credit_scores(gated={gated}, axis={ax})")
+    variant = data.draw(st.sampled_from(eid_variants.VARIANTS), label="variant")
+    tau = data.draw(temperatures(), label="temperature")
+    kwargs: dict[str, Any] = {"temperature": tau, "variant": variant, "axis": ax}
+    logits_np, scale = None, 1.0
+    if variant == eid_variants.INCLUSION:
+        kwargs["n"] = n
+    if variant == "gated":
+        logits_np = data.draw(logit_arrays(dtype, (o, k), 100.0), label="logits")
+        scale = data.draw(st.sampled_from([0.5, 1.0, 3.0]), label="scale")
+        kwargs["logits"], kwargs["scale"] = trial.array("logits", _moved(logits_np, ax)), scale
+    q = trial.call("eid_targets", credits, m, api=True, out="q", **kwargs)
+    q_np = _last(trial.result(q, f"api.eid_targets(variant={variant!r})", dtype=dtype,
+                              shape=_moved(c_np, ax).shape), ax)
+    ok = trial.judged(variant_blocks_ok(variant, c_np, n, m, tau, dtype, logits_np, scale))
+    want = eid_variants.targets(trial.ref, variant, c_np, n, m, tau, logits_np, scale)
+    trial.expect_close(want, q_np, dtype, f"api.eid_targets(variant={variant!r}, axis={ax})", where=expand(ok, m))
+    trial.raises(ValueError, "eid_targets", credits, m, variant="gated", axis=ax, mentions=["logits"])
+
 # -- S3 -------------------------------------------------------------------------------------------
 
 
@@ -369,6 +415,8 @@ CHECKS = (
          ("gumbel_like", "block_probs")),
     _api("S2.6:api", ("S2.3", "S2.5", "S2.6"), "api EID functions with axis=", eid,
          ("eligibility_credit", "eid_targets", "eid_loss")),
+    _api("S2.11:api", ("S2.9", "S2.10", "S2.11"), "api signed credit, credit_scores, eid_targets(variant=)",
+         eid_variant_targets, ("eligibility_credit", "credit_scores", "eid_targets", "block_probs", "relaxed_topn")),
     _api("S3.1:api", ("S3.1", "S3.6"), "api.pack/unpack/spmm with axis= and mask=", packing,
          ("pack", "unpack", "spmm", "block_nnz")),
     _api("S3.3:api", ("S3.3",), "api: too many kept, bad mask -> ValueError; is_nm/check_nm",

@@ -82,7 +82,7 @@ def clause_titles() -> dict[str, str]:
     from spikenm import spec_path
 
     text = spec_path().read_text(encoding="utf-8")
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"\*\*(S\d+\.\d+) ([^*]+?)\.\*\*", text)}
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"\*\*(S\d+\.\d+) ([^*]+?)\.?\*\*", text)}
 
 
 def title_of(check: Check) -> str:

@@ -77,3 +77,38 @@ def eid_gradient_rule(
     q = np.asarray(targets, dtype=np.float64).reshape(-1, m)
     grad = scale * (p * q.sum(axis=1, keepdims=True) - q) / p.shape[0] * cotangent
     return grad.reshape(np.shape(logits))
+
+
+def signed_credit_rule(x: np.ndarray, d: np.ndarray, w: np.ndarray, decay: float) -> np.ndarray:
+    """S2.9 in float64: ``|W| * | sum_t d_t^T e_t |`` with ``e_t = decay e_{t-1} + x_t``."""
+    x64, d64 = np.asarray(x, dtype=np.float64), np.asarray(d, dtype=np.float64)
+    trace = np.zeros(x64.shape[1:])
+    total = np.zeros(np.shape(w))
+    for t in range(x64.shape[0]):
+        trace = decay * trace + x64[t]
+        total += d64[t].T @ trace
+    return np.abs(np.asarray(w, dtype=np.float64)) * np.abs(total)
+
+
+def block_masses(credits: np.ndarray, m: int) -> np.ndarray:
+    """``E_b = sum_block(C)`` of every block in row-major order, float64, shape ``(G,)``."""
+    return np.asarray(credits, dtype=np.float64).reshape(-1, m).sum(axis=1)
+
+
+def lower_median_block(masses: np.ndarray) -> int:
+    """Index of the block holding the lower median of ``masses`` (S2.10): the element of
+    rank ``(G - 1) // 2`` of the ascending masses (a stable sort decides between ties)."""
+    return int(np.argsort(masses, kind="stable")[(masses.shape[0] - 1) // 2])
+
+
+def credit_scores_rule(credits: np.ndarray, m: int, gated: bool) -> np.ndarray:
+    """S2.10 in float64: ``z = C / mean_block(C)`` (0 in an all-zero block), times
+    ``E_b / (E_b + E_med)`` (0 where that sum is 0) when ``gated``."""
+    c = np.asarray(credits, dtype=np.float64).reshape(-1, m)
+    mass = c.sum(axis=1, keepdims=True)
+    z = np.where(mass > 0, c * m / np.where(mass > 0, mass, 1.0), 0.0)
+    if gated and mass.size:
+        median = mass[lower_median_block(mass[:, 0]), 0]
+        total = mass + median
+        z = z * np.where(total > 0, mass / np.where(total > 0, total, 1.0), 0.0)
+    return z.reshape(np.shape(credits))

@@ -34,6 +34,8 @@ UNCOVERED = {
     "S1.9": "diagnostics computed by the trainer, no backend function",
     "S2.4": "running credit kept by the trainer, no backend function",
     "S2.8": "total loss assembled by the trainer",
+    "S3.7": "the safetensors layout is spikenm.safetensors_io on host (NumPy) copies, no backend "
+            "function; its digest is the S3.5 container's",
 }
 """SPEC S0-S3 clauses without a row of their own, and why."""
 

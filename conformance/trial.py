@@ -9,6 +9,8 @@ NumPy arrays for torch inputs fails here), the dtype, the shape, then the values
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Any, Callable, NoReturn, Sequence
 
 import numpy as np
@@ -103,15 +105,24 @@ class Trial:
         self._bind(x, name)
         return x
 
-    def call(self, fn: str, *args: Any, out: str = "out", api: bool = False, **kwargs: Any) -> Any:
+    def call(self, fn: str, *args: Any, out: str = "out", api: bool = False, core: str | None = None,
+             **kwargs: Any) -> Any:
         """Call ``be.fn`` (or ``spikenm.api.fn`` with ``api=True``) and record it.
 
+        With ``core="eid_variants"`` the call is ``spikenm.eid_variants.fn(be, *args)``: a
+        composition of backend primitives that the core runs on the backend itself.
         ``out`` names the result in the snippet; ``"values, indices"`` unpacks a tuple.
         An exception from the call is a failure of the check.
         """
-        owner = "api" if api else "be"
-        target = self._target(fn, api)
-        text = ", ".join([self._arg(a) for a in args] + [f"{k}={self._arg(v)}" for k, v in kwargs.items()])
+        if core is None:
+            owner, target = ("api" if api else "be"), self._target(fn, api)
+        else:
+            composed = getattr(importlib.import_module(f"spikenm.{core}"), fn)
+            owner = core
+            target = functools.partial(composed, self.be)
+            self.script.add(f"from spikenm import {core}")
+        text = ", ".join(([] if core is None else ["be"]) + [self._arg(a) for a in args]
+                         + [f"{k}={self._arg(v)}" for k, v in kwargs.items()])
         self.script.add(f"{out} = {owner}.{fn}({text})")
         try:
             result = target(*args, **kwargs)

@@ -354,6 +354,71 @@ def test_S2_6_eid_loss_equals_reference(case: Any, scale: float, hard_targets: b
     close(got, want, logits.dtype.name)
 
 
+@given(
+    st.sampled_from(["float32", "float64"]), st.integers(0, 4), st.integers(1, 3),
+    st.integers(1, 3), st.sampled_from([4, 8]), st.floats(0.0, 1.0),
+    st.integers(0, 2**32 - 1),
+)
+def test_S2_9_signed_credit_equals_reference(
+    dtype: str, t: int, b: int, o: int, k: int, decay: float, seed: int,
+) -> None:
+    """S2.9: the signed credit |W| * |sum_t d_t^T e_t| equals the reference within S0.6
+    (T = 0 too) and never exceeds the S2.3 credit."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((t, b, k)) < 0.4).astype(dtype)
+    d = rng.standard_normal((t, b, o)).astype(dtype)
+    w = rng.standard_normal((o, k)).astype(dtype)
+    want = api.eligibility_credit(x, d, w, decay=decay, signed=True)
+    size = max(1.0, float(np.abs(api.eligibility_credit(x, d, w, decay=decay)).max(initial=0.0)))
+    got = assert_strict(api.eligibility_credit(strict(x), strict(d), strict(w), decay=decay, signed=True),
+                        getattr(xp, dtype))
+    close(got, want, dtype, size)
+    plain = host(aab.eligibility_credit(strict(x), strict(d), strict(w), decay))
+    assert np.all(got <= plain + tol(dtype) * size)
+
+
+@given(block_arrays(ties=True, low=0.0, high=5.0), st.booleans(), st.booleans())
+def test_S2_10_credit_scores_equal_reference(case: Any, gated: bool, along_first: bool) -> None:
+    """S2.10: block scores (ties and zeros included, so all-zero blocks occur) and the
+    lower-median gate (xp.sort) equal the reference within S0.6, on the block axis last
+    or first."""
+    c, _, m = case
+    c = np.abs(c)
+    axis = 0 if along_first and c.ndim > 1 else -1
+    arr = np.ascontiguousarray(np.moveaxis(c, -1, axis))
+    want = api.credit_scores(arr, m, gated=gated, axis=axis)
+    got = assert_strict(api.credit_scores(strict(arr), m, gated=gated, axis=axis), getattr(xp, c.dtype.name))
+    close(got, want, c.dtype.name)
+
+
+def test_S2_10_gate_lower_median_example_and_bound_backend() -> None:
+    """Masses (1, 3): lower median 1, gates 1/2 and 3/4 (S2.10), also through
+    `make_backend`."""
+    c = strict(np.array([0.5, 0.5, 1.5, 1.5]))
+    for backend in (aab, aab.make_backend(xp)):
+        np.testing.assert_array_equal(assert_strict(backend.credit_scores(c, 2, True), xp.float64),
+                                      [0.5, 0.5, 0.75, 0.75])
+
+
+@given(block_arrays(ties=False, low=0.5, high=5.0), st.sampled_from(["global", "block", "gated", "inclusion"]),
+       st.floats(0.5, 4.0), st.integers(0, 2**32 - 1))
+def test_S2_11_every_target_variant_equals_reference(case: Any, variant: str, temperature: float,
+                                                      seed: int) -> None:
+    """S2.11: api.eid_targets(variant=...) on strict arrays equals the NumPy result within
+    S0.6 and sums to 1 per block; the gated variant needs no stop_gradient here (S0.7:
+    no autodiff).  Credits in [0.5, 5] and tau_e >= 0.5 keep every softmax step of the
+    inclusion targets well-conditioned (no 1 - a_j within a few ulps of 0)."""
+    c, n, m = case
+    logits = np.random.default_rng(seed).standard_normal(c.shape).astype(c.dtype)
+    kwargs = {"logits": logits, "scale": 1.5} if variant == "gated" else {}
+    want = api.eid_targets(c, m, temperature=temperature, variant=variant, n=n, **kwargs)
+    kwargs = {k: strict(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    out = api.eid_targets(strict(c), m, temperature=temperature, variant=variant, n=n, **kwargs)
+    got = assert_strict(out, getattr(xp, c.dtype.name))
+    close(got, want, c.dtype.name)
+    close(got.reshape(-1, m).sum(axis=1), np.ones(got.size // m), c.dtype.name)
+
+
 # -- S3: the packed format ----------------------------------------------------------------------
 
 

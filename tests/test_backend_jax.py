@@ -662,6 +662,134 @@ def test_S2_7_jax_grad_through_api_and_targets_get_none(dtype: Any) -> None:
     assert jb.eid_loss_vjp(_j(logits), _j(targets), 4, 1.0, 1).dtype == np.dtype(dtype)
 
 
+# -- S2.9-S2.12 signed credit, block scores and gate, target variants ----------------------
+
+def _credits(seed_: int, shape: tuple[int, ...], m: int, dtype: Any) -> np.ndarray:
+    """Running credits with an all-zero block, a near-silent block (1e-9) and a zero entry."""
+    c = np.abs(_normal(seed_, shape, dtype)).reshape(-1, m)
+    c[0] = 0.0
+    c[1] *= 1e-9
+    c[2, 0] = 0.0
+    return c.reshape(shape).astype(dtype)
+
+
+def test_S2_eid_docstring_examples_run() -> None:
+    """The examples of the JAX EID module (S2.3, S2.5-S2.7, S2.9, S2.10) run and print
+    what they show (in JAX's default 32-bit mode, as they are written)."""
+    import doctest
+    import importlib
+
+    with jax.enable_x64(False):
+        result = doctest.testmod(importlib.import_module("spikenm.backends.jax.eid"),
+                                 optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 8 and result.failed == 0, result
+
+
+@given(float_dtype, seed, st.sampled_from((0.0, 0.5, 1.0)), st.booleans())
+def test_S2_9_signed_credit_matches_reference(dtype: Any, s: int, decay: float, alternate: bool) -> None:
+    """S2.9: |W| * |sum_t d_t^T e_t| equals the reference (a learning signal alternating in
+    sign over t, or not) and never exceeds the S2.3 credit."""
+    x = (_normal(s, (4, 2, 8), dtype) > 0).astype(dtype)
+    d = _normal(s + 1, (4, 2, 3), dtype)
+    if alternate:
+        d = d * np.array([1, -1, 1, -1], dtype=dtype)[:, None, None]
+    w = _normal(s + 2, (3, 8), dtype)
+    got = api.eligibility_credit(_j(x), _j(d), _j(w), decay=decay, signed=True)
+    _assert_jax(got, dtype, (3, 8))
+    size = max(1.0, float(np.max(ref.eligibility_credit(x, d, w, decay))))
+    tol = _rtol(dtype)
+    np.testing.assert_allclose(jb.to_numpy(got), ref.eligibility_credit(x, d, w, decay, signed=True),
+                               rtol=tol, atol=tol * size)
+    plain = jb.eligibility_credit(_j(x), _j(d), _j(w), decay)
+    assert bool((got <= plain + tol * size).all())
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("gated", [False, True])
+def test_S2_10_credit_scores_match_reference(dtype: Any, gated: bool) -> None:
+    """S2.10: z = C / mean_block(C) (0 in an all-zero block), gated by E_b / (E_b + E_med)
+    with the lower median (even G = 8); eager, under jax.jit, and with axis=."""
+    credits = _credits(7, (4, 8), 4, dtype)
+    want = ref.credit_scores(credits, 4, gated)
+    got = api.credit_scores(_j(credits), 4, gated=gated)
+    _assert_jax(got, dtype, (4, 8))
+    _assert_close(got, want, dtype)
+    jitted = jax.jit(lambda c: api.credit_scores(c, 4, gated=gated))(_j(credits))
+    _assert_close(jitted, want, dtype)
+    along = api.credit_scores(_j(np.ascontiguousarray(credits.T)), 4, gated=gated, axis=0)
+    _assert_close(along, want.T, dtype)
+    zeros = api.credit_scores(jnp.zeros((2, 8), dtype), 4, gated=gated)
+    np.testing.assert_array_equal(jb.to_numpy(zeros), 0.0)
+
+
+def test_S2_10_gate_lower_median_example() -> None:
+    """Masses (1, 3): lower median 1, gates 1/2 and 3/4 (SPEC S2.10)."""
+    z = jb.credit_scores(jnp.array([0.5, 0.5, 1.5, 1.5], jnp.float64), 2, True)
+    np.testing.assert_array_equal(jb.to_numpy(z), [0.5, 0.5, 0.75, 0.75])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("variant", ("global", "block", "gated", "inclusion"))
+def test_S2_11_every_target_variant_matches_reference(dtype: Any, variant: str) -> None:
+    """S2.11: api.eid_targets(variant=...) on jax arrays, eager and under jax.jit, equals
+    the reference's composition and sums to 1 per block (S2.12)."""
+    from spikenm import eid_variants
+
+    credits = _credits(8, (3, 16), 4, dtype)
+    logits = _normal(9, (3, 16), dtype)
+    want = eid_variants.targets(ref, variant, credits, 2, 4, 0.7,
+                                logits if variant == "gated" else None, 1.5)
+
+    def targets(c: jax.Array, l: jax.Array) -> jax.Array:
+        kwargs = {"logits": l, "scale": 1.5} if variant == "gated" else {}
+        return api.eid_targets(c, 4, temperature=0.7, variant=variant, n=2, **kwargs)
+
+    for fn in (targets, jax.jit(targets)):
+        got = fn(_j(credits), _j(logits))
+        _assert_jax(got, dtype, (3, 16))
+        _assert_close(got, want, dtype)
+        _assert_close(got.reshape(-1, 4).sum(-1), np.ones(12), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S2_11_gated_targets_give_no_gradient_to_the_logits(dtype: Any) -> None:
+    """S2.11: the gated targets are built from the logits but are constants
+    (lax.stop_gradient): their own gradient is 0, and the EID loss gradient is S2.7's
+    kappa * (p - q) / G with q held fixed, also under jax.jit."""
+    from spikenm import eid_variants
+
+    credits = _j(_credits(10, (2, 16), 4, dtype))
+    logits = _normal(11, (2, 16), dtype)
+    weights = _j(_normal(12, (2, 16), dtype))
+
+    def through_targets(l: jax.Array) -> jax.Array:
+        return jnp.sum(api.eid_targets(credits, 4, variant="gated", logits=l, scale=1.5) * weights)
+
+    np.testing.assert_array_equal(jb.to_numpy(jax.grad(through_targets)(_j(logits))), 0.0)
+
+    def loss(l: jax.Array) -> jax.Array:
+        q = api.eid_targets(credits, 4, variant="gated", logits=l, scale=1.5)
+        return api.eid_loss(l, q, 4, scale=1.5)
+
+    q_ref = eid_variants.targets(ref, "gated", jb.to_numpy(credits), 1, 4, 1.0, logits, 1.5)
+    want = ref.eid_loss_vjp(logits, q_ref, 4, 1.5, np.asarray(1.0, dtype))
+    for grad in (jax.grad(loss), jax.jit(jax.grad(loss))):
+        _assert_grad_close(grad(_j(logits)), want, dtype)
+    no_stop = type("NoStop", (), {n: staticmethod(getattr(jb, n))
+                                  for n in ("credit_scores", "block_probs")})()
+    leaky = jax.grad(lambda l: jnp.sum(
+        eid_variants.targets(no_stop, "gated", credits, 1, 4, 1.0, l, 1.5) * weights))
+    assert float(jnp.max(jnp.abs(leaky(_j(logits))))) > 0
+
+
+def test_S2_11_stop_gradient_is_lax_stop_gradient() -> None:
+    """The optional protocol member: the value passes, the derivative is 0."""
+    x = jnp.arange(4.0)
+    np.testing.assert_array_equal(jb.to_numpy(jb.stop_gradient(x)), jb.to_numpy(x))
+    grad = jax.grad(lambda v: jnp.sum(jb.stop_gradient(v) ** 2 + v))(x)
+    np.testing.assert_array_equal(jb.to_numpy(grad), 1.0)
+
+
 # -- S3 packed format --------------------------------------------------------------------
 
 def _sparse(s: int, shape: tuple[int, ...], n: int, m: int, dtype: Any) -> np.ndarray:

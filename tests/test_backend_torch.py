@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import spikenm.backends.torch as tb
 import spikenm.reference as ref
-from spikenm import api
+from spikenm import api, eid_variants
 from spikenm.packed import Packed
 from spikenm.protocol import Backend, missing_members
 
@@ -194,6 +194,8 @@ def test_protocol_math_stays_on_device_without_host_round_trip() -> None:
         tb.eligibility_credit(x.reshape(3, 1, 8), x[:, :2].reshape(3, 1, 2), x[:2], 0.5),
         tb.block_nnz(x, 4), *tb.pack(x, x, 2, 4), tb.unpack(packed, idx, 2, 4),
         tb.spmm(packed, idx, 2, 4, x.T),
+        tb.eligibility_credit(x.reshape(3, 1, 8), x[:, :2].reshape(3, 1, 2), x[:2], 0.5, True),
+        tb.credit_scores(x, 4, False), tb.credit_scores(x, 4, True), tb.stop_gradient(x),
     ]
     assert all(o.device.type == "meta" for o in outs)
     assert outs[0].dtype == torch.float64 and outs[12].dtype == torch.uint8
@@ -437,6 +439,115 @@ def test_S2_7_exact_gradient_for_targets_not_summing_to_one() -> None:
     q = targets.reshape(-1, 4)
     want = (0.5 * (p * q.sum(1, keepdims=True) - q) / 4).reshape(2, 8)
     _assert_grad_close(grad, want, torch.float64)
+
+
+# -- S2.9-S2.12 signed credit, block scores and gate, target variants ---------------------
+
+def _credits(seed_: int, shape: tuple[int, ...], m: int, dtype: torch.dtype) -> np.ndarray:
+    """Running credits with an all-zero block, a near-silent block (1e-9) and a zero entry."""
+    c = np.abs(_normal(seed_, shape, dtype)).reshape(-1, m)
+    c[0] = 0.0
+    c[1] *= 1e-9
+    c[2, 0] = 0.0
+    return c.reshape(shape).astype(_np(dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("decay", [0.0, 0.5, 1.0])
+def test_S2_9_signed_credit_equals_reference(dtype: torch.dtype, decay: float) -> None:
+    """|W| * |sum_t d_t^T e_t| (SPEC S2.9), with a learning signal that alternates in sign
+    over t; never above the S2.3 credit."""
+    x = (np.random.default_rng(43).random((6, 3, 8)) < 0.4).astype(_np(dtype))
+    d = _normal(44, (6, 3, 5), dtype) * np.array([1, -1] * 3, dtype=_np(dtype))[:, None, None]
+    w = _normal(45, (5, 8), dtype)
+    got = api.eligibility_credit(_t(x), _t(d), _t(w), decay=decay, signed=True)
+    assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.shape == (5, 8)
+    want = ref.eligibility_credit(x, d, w, decay, signed=True)
+    size = float(np.abs(ref.eligibility_credit(x, d, w, decay)).max())
+    tol = _rtol(dtype)
+    np.testing.assert_allclose(tb.to_numpy(got), want, rtol=tol, atol=tol * size)
+    plain = tb.eligibility_credit(_t(x), _t(d), _t(w), decay)
+    assert bool((got <= plain + tol * size).all())
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("gated", [False, True])
+def test_S2_10_credit_scores_equal_reference(dtype: torch.dtype, gated: bool) -> None:
+    """z = C / mean_block(C), 0 in an all-zero block, gate E_b / (E_b + E_med) with the
+    lower median (even G = 8 here) (SPEC S2.10); axis= through the api."""
+    credits = _credits(46, (4, 8), 4, dtype)
+    got = api.credit_scores(_t(credits), 4, gated=gated)
+    assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.shape == (4, 8)
+    _assert_close(got, ref.credit_scores(credits, 4, gated), dtype)
+    along = api.credit_scores(_t(np.ascontiguousarray(credits.T)), 4, gated=gated, axis=0)
+    _assert_close(along, ref.credit_scores(credits, 4, gated).T, dtype)
+    zeros = api.credit_scores(torch.zeros(2, 8, dtype=dtype), 4, gated=gated)
+    assert torch.equal(zeros, torch.zeros(2, 8, dtype=dtype))
+
+
+def test_S2_10_gate_lower_median_example() -> None:
+    """Masses (1, 3): lower median 1 (torch.median), gates 1/2 and 3/4 (SPEC S2.10)."""
+    z = tb.credit_scores(torch.tensor([0.5, 0.5, 1.5, 1.5], dtype=torch.float64), 2, True)
+    assert torch.equal(z, torch.tensor([0.5, 0.5, 0.75, 0.75], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("variant", eid_variants.VARIANTS)
+def test_S2_11_every_target_variant_equals_reference(dtype: torch.dtype, variant: str) -> None:
+    """api.eid_targets(variant=...) on torch tensors equals the reference's composition
+    of the same variant (SPEC S2.11), sums to 1 per block (S2.12) and stays torch."""
+    credits = _credits(47, (3, 16), 4, dtype)
+    logits = _normal(48, (3, 16), dtype)
+    kwargs = {"logits": _t(logits), "scale": 1.5} if variant == "gated" else {}
+    got = api.eid_targets(_t(credits), 4, temperature=0.7, variant=variant, n=2, **kwargs)
+    assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.shape == (3, 16)
+    want = eid_variants.targets(ref, variant, credits, 2, 4, 0.7,
+                                logits if variant == "gated" else None, 1.5)
+    _assert_close(got, want, dtype)
+    _assert_close(got.reshape(-1, 4).sum(-1), np.ones(12), dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_S2_11_gated_targets_give_no_gradient_to_the_logits(dtype: torch.dtype) -> None:
+    """variant='gated' builds q from the logits, yet q is a constant (stop_gradient =
+    detach): the EID loss backward is the S2.7 gradient kappa * (p - q) / G with q held
+    fixed.  Without the backend's stop_gradient the gradient would flow through q."""
+    credits = _credits(49, (2, 16), 4, dtype)
+    logits = _normal(50, (2, 16), dtype)
+    pi = _t(logits, True)
+    q = api.eid_targets(_t(credits), 4, variant="gated", logits=pi, scale=1.5)
+    assert not q.requires_grad and q.grad_fn is None
+    api.eid_loss(pi, q, 4, scale=1.5).backward()
+    q_ref = eid_variants.targets(ref, "gated", credits, 1, 4, 1.0, logits, 1.5)
+    _assert_grad_close(pi.grad, ref.eid_loss_vjp(logits, q_ref, 4, 1.5, np.array(1.0, _np(dtype))), dtype)
+    no_stop = type("NoStop", (), {n: staticmethod(getattr(tb, n))
+                                  for n in ("credit_scores", "block_probs")})()
+    leaky = eid_variants.targets(no_stop, "gated", _t(credits), 1, 4, 1.0, pi, 1.5)
+    assert leaky.requires_grad
+
+
+def test_S2_11_stop_gradient_detaches_without_copying() -> None:
+    """The optional protocol member stop_gradient is x.detach(): same storage, no graph."""
+    x = torch.ones(4, requires_grad=True)
+    y = tb.stop_gradient(x * 2)
+    assert not y.requires_grad and torch.equal(y, torch.full((4,), 2.0))
+    assert tb.stop_gradient(x).data_ptr() == x.data_ptr()
+
+
+def test_S2_10_S2_11_credit_scores_and_gated_targets_under_torch_compile() -> None:
+    """credit_scores (torch.median included) and the gated targets compile with
+    fullgraph=True (no host round trip, no graph break) and equal eager exactly."""
+    torch._dynamo.reset()
+    credits = _t(_credits(51, (3, 8), 4, torch.float64))
+    logits = _t(_normal(52, (3, 8), torch.float64))
+
+    def gated(c: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+        return eid_variants.targets(tb, "gated", c, 1, 4, 0.5, l, 2.0)
+
+    scores = torch.compile(lambda c: tb.credit_scores(c, 4, True), backend="aot_eager", fullgraph=True)
+    assert torch.equal(scores(credits), tb.credit_scores(credits, 4, True))
+    compiled = torch.compile(gated, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(credits, logits), gated(credits, logits))
 
 
 # -- S3 packed format ---------------------------------------------------------------------

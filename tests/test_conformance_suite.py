@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 import spikenm.reference as reference
 from spikenm.conformance import command
-from spikenm.conformance.registry import CHECKS, checks_using
+from spikenm.conformance.registry import CHECKS, UNCOVERED, checks_using
 from spikenm.conformance.runner import FAILING, XFAIL_DIR, RunConfig, SuiteResult, read_xfails, run_suite
 from spikenm.conformance.selection import BackendSelectionError, load_backend
 
@@ -92,11 +93,47 @@ BROKEN = {
     ),
     "soft mask summing to 1, not n": (
         lambda: Wrapped(reference, "broken-soft", relaxed_topn=_soft_sums_to_one),
-        "S1.3", {"S1.3", "S1.4"},
+        "S1.3", {"S1.3", "S1.4", "S2.11"},  # the inclusion targets of S2.11 use relaxed_topn
     ),
     "uniform instead of Gumbel noise": (
         lambda: Wrapped(reference, "broken-noise", gumbel_like=_uniform_noise),
         "S1.6", {"S1.6", "S1.7:sampling"},
+    ),
+}
+
+
+def _credit_ignoring_signed(x: np.ndarray, d: np.ndarray, w: np.ndarray, decay: float,
+                            signed: bool = False) -> np.ndarray:
+    return reference.eligibility_credit(x, d, w, decay)
+
+
+def _upper_median_scores(credits: np.ndarray, m: int, gated: bool) -> np.ndarray:
+    z = reference.credit_scores(credits, m, False)
+    if not gated:
+        return z
+    mass = credits.reshape(-1, m).sum(axis=1, keepdims=True)
+    median = np.sort(mass[:, 0])[mass.shape[0] // 2]
+    gate = np.where(mass + median > 0, mass / np.where(mass + median > 0, mass + median, 1), 0)
+    return (z.reshape(-1, m) * gate).astype(credits.dtype).reshape(credits.shape)
+
+
+def _array_mean_scores(credits: np.ndarray, m: int, gated: bool) -> np.ndarray:
+    return (credits / (credits.mean() + 1e-12)).astype(credits.dtype)
+
+
+BROKEN_EID = {
+    # flaw: (backend, check that must fail, checks that may fail); the S2.9-S2.11 checks run.
+    "signed ignored (abs before the time sum)": (
+        lambda: Wrapped(reference, "broken-signed", eligibility_credit=_credit_ignoring_signed),
+        "S2.9", {"S2.9"},
+    ),
+    "upper median in the gate": (
+        lambda: Wrapped(reference, "broken-median", credit_scores=_upper_median_scores),
+        "S2.10", {"S2.10", "S2.11"},
+    ),
+    "scores over the mean of the whole array": (
+        lambda: Wrapped(reference, "broken-scores", credit_scores=_array_mean_scores),
+        "S2.10", {"S2.10", "S2.11"},
     ),
 }
 
@@ -116,6 +153,56 @@ def test_broken_backend_fails_the_right_clause(flaw: str) -> None:
     assert report.status == "FAIL"
     assert report.message and f"# {clause}:" in report.repro
     assert not result.ok
+
+
+@pytest.mark.parametrize("flaw", list(BROKEN_EID))
+def test_broken_eid_primitive_fails_the_right_clause(flaw: str) -> None:
+    build, clause, allowed = BROKEN_EID[flaw]
+    config = RunConfig(profile="ci", max_examples=5, shrink=False, clauses=("S2.9", "S2.10", "S2.11"))
+    result = run_suite(build(), config)
+    failed = _failed(result)
+    assert {r.id for r in result.results} == {"S2.9", "S2.10", "S2.11", "S2.11:api"}
+    assert clause in failed, f"{flaw}: {clause} did not fail; failures: {sorted(failed)}"
+    assert set(failed) <= allowed, f"{flaw}: unexpected failures {sorted(set(failed) - allowed)}"
+    assert f"# {clause}:" in failed[clause].repro and not result.ok
+
+
+def test_variant_failure_snippet_calls_the_core_composition() -> None:
+    """S2.11 runs `spikenm.eid_variants.targets` on the backend; its snippet says so."""
+    backend = Wrapped(reference, "broken-scores", credit_scores=_array_mean_scores)
+    result = run_suite(backend, RunConfig(profile="ci", max_examples=5, shrink=False, clauses=("S2.11",)))
+    repro = _failed(result)["S2.11"].repro
+    assert "from spikenm import eid_variants" in repro and "eid_variants.targets(be, " in repro
+
+
+def _spec_clause_ids() -> list[str]:
+    from spikenm import spec_path
+
+    return re.findall(r"\*\*(S\d+\.\d+[a-z]?) ", spec_path().read_text(encoding="utf-8"))
+
+
+def test_every_array_clause_has_a_check_or_a_stated_reason() -> None:
+    """Each clause of SPEC S0-S3 is covered by an array-backend check or listed in
+    UNCOVERED with the reason (S2.9, S2.10, S2.11 and S2.12 included)."""
+    clauses = [c for c in _spec_clause_ids() if c.split(".")[0] in ("S0", "S1", "S2", "S3")]
+    assert {"S2.9", "S2.10", "S2.11", "S2.12"} <= set(clauses)
+    covered = {c for check in CHECKS for c in check.covers}
+    assert [c for c in clauses if c not in covered and c not in UNCOVERED] == []
+    assert set(UNCOVERED) <= set(clauses) and not set(UNCOVERED) & covered
+
+
+def test_every_spec_clause_is_cited_by_a_test() -> None:
+    """Every clause id of SPEC.md appears in a test or conformance module, as ``S2.10``
+    or in a test name as ``S2_10`` (never as the prefix of a longer id)."""
+    here = Path(__file__).resolve().parent
+    import spikenm.conformance as suite
+
+    files = sorted(here.glob("*.py")) + sorted(Path(suite.__file__).resolve().parent.glob("*.py"))
+    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    uncited = [c for c in _spec_clause_ids()
+               if not re.search(rf"(?<![\w.]){re.escape(c)}(?![\w]|\.\d)", text)
+               and not re.search(rf"(?<![0-9A-Za-z]){re.escape(c.replace('.', '_'))}(?![0-9a-z])", text)]
+    assert uncited == []
 
 
 def test_numpy_for_torch_input_is_named_as_a_type_error() -> None:
@@ -167,6 +254,9 @@ def test_missing_member_is_refused_with_the_clauses_that_need_it() -> None:
     with pytest.raises(BackendSelectionError, match=r"missing: pack \(needed by S0.1, S3.1"):
         run_suite(Missing(reference, "no-pack", "pack"), QUICK)
     assert checks_using("gumbel_like") == ["S1.6", "S1.6:api", "S1.7:sampling"]
+    assert checks_using("credit_scores") == ["S2.10", "S2.11", "S2.11:api"]
+    with pytest.raises(BackendSelectionError, match=r"credit_scores \(needed by S2.10, S2.11, S2.11:api\)"):
+        run_suite(Missing(reference, "no-scores", "credit_scores"), QUICK)
 
 
 @pytest.mark.parametrize("spec", [None, "", "tensorflow", "spikenm.no_such_module:BACKEND", "spikenm.api:NOPE"])

@@ -3,6 +3,7 @@ norm and residual joins (S4.13-S4.15)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -84,6 +85,14 @@ def test_resume_after_interrupt_is_bit_identical_S5_12(tmp_path) -> None:
     a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     b = (out_b / "metrics.jsonl").read_text().splitlines()
     assert len(a) == len(b)
+    # the records themselves, the interval cut by the stop included (S5.9, S5.9a)
+    timing = ("ms_per_step", "seconds")
+    for line_a, line_b in zip(a, b):
+        ra, rb = json.loads(line_a), json.loads(line_b)
+        assert {k: v for k, v in ra.items() if k not in timing} == \
+            {k: v for k, v in rb.items() if k not in timing}
+    _, meta = load_checkpoint(out_b / CHECKPOINT)
+    assert meta["log"]["sums"]["steps"] == 0  # the final checkpoint closes the interval
 
 
 @pytest.mark.parametrize("arch, method", [("vgg11", "maskllm"), ("resnet19", "srste")])

@@ -20,7 +20,7 @@ from typing import Any
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .bound import NamespaceBackend, make_backend
-from .eid import eid_loss, eid_targets, eligibility_credit
+from .eid import credit_scores, eid_loss, eid_targets, eligibility_credit
 from .gradients import eid_loss_vjp, relaxed_topn_vjp, sample_mask_vjp
 from .packing import block_nnz, pack, spmm, unpack
 from .random import gumbel_like
@@ -40,7 +40,7 @@ __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
-    "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "eligibility_credit", "credit_scores", "eid_targets", "eid_loss", "eid_loss_vjp",
     "block_nnz", "pack", "unpack", "spmm",
     "make_backend", "NamespaceBackend", "name", "differentiable", "owns", "BACKEND",
 ]

@@ -49,6 +49,7 @@ class NamespaceBackend:
     sample_mask = staticmethod(sampler.sample_mask)
     block_probs = staticmethod(sampler.block_probs)
     eligibility_credit = staticmethod(eid.eligibility_credit)
+    credit_scores = staticmethod(eid.credit_scores)
     eid_targets = staticmethod(eid.eid_targets)
     eid_loss = staticmethod(eid.eid_loss)
     block_nnz = staticmethod(packing.block_nnz)

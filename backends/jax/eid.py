@@ -1,9 +1,11 @@
-"""Eligibility-inspired distillation on JAX arrays (SPEC S2.1-S2.7).
+"""Eligibility-inspired distillation on JAX arrays (SPEC S2.1-S2.10).
 
 Pure functions that trace under ``jax.jit``, ``jax.grad`` and ``jax.vmap``.  The loss's
 gradient comes from autodiff with the targets behind ``stop_gradient``; `eid_loss_vjp`
 is ``jax.vjp`` over `eid_loss` itself.  Each function is compiled once per shape and
 dtype (``m`` static, scalars traced) and inlined inside a caller's ``jax.jit``.
+`credit_scores` (S2.10) and `stop_gradient` are the primitives the target variants of
+S2.11 are built from (`spikenm.eid_variants`).
 """
 
 from __future__ import annotations
@@ -18,25 +20,30 @@ from jax.scipy.special import xlogy
 from .arrays import cotangent_like
 from .blocks import from_blocks, log_softmax_block, softmax_block, to_blocks
 
-__all__ = ["eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp"]
+__all__ = [
+    "eligibility_credit", "credit_scores", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "stop_gradient",
+]
 
 _MEAN_FLOOR = 1e-12
 """Added to the mean credit before dividing (SPEC S2.5)."""
 
 
-@jax.jit
+@partial(jax.jit, static_argnames=("signed",))
 def eligibility_credit(
-    x: jax.Array, d: jax.Array, weight: jax.Array, decay: float,
+    x: jax.Array, d: jax.Array, weight: jax.Array, decay: float, signed: bool = False,
 ) -> jax.Array:
-    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3).
+    """Time-accumulated eligibility credit of one layer (SPEC S2.1-S2.3, S2.9).
 
     ``e_0 = 0``, ``e_t = decay * e_{t-1} + x_t`` and
 
     ``c[o, k] = |W[o, k]| * sum_t | sum_b d_t[b, o] * e_t[b, k] |``,
 
-    one ``lax.scan`` over ``t`` carrying ``(e_t, sum of |d_t^T e_t|)``, so memory stays
-    ``O(B K + O K)`` for any ``T``.  The products use ``Precision.HIGHEST`` (no reduced
-    precision on accelerators).
+    or with ``signed`` (S2.9) ``c[o, k] = |W[o, k]| * | sum_t sum_b d_t[b, o] e_t[b, k] |``:
+    one ``lax.scan`` over ``t`` carrying ``(e_t, sum of |d_t^T e_t|)`` (or of
+    ``d_t^T e_t``), so memory stays ``O(B K + O K)`` for any ``T``.  ``signed`` is
+    static.  The products use ``Precision.HIGHEST`` (no reduced precision on
+    accelerators).
 
     Parameters
     ----------
@@ -44,6 +51,8 @@ def eligibility_credit(
     d : array ``(T, B, O)``
     weight : array ``(O, K)``
     decay : float in ``[0, 1]``
+    signed : bool
+        Sum over time before the absolute value (S2.9).
 
     Returns
     -------
@@ -54,6 +63,8 @@ def eligibility_credit(
     >>> x = jnp.ones((2, 1, 4)); d = jnp.ones((2, 1, 1)); w = jnp.full((1, 4), -2.0)
     >>> eligibility_credit(x, d, w, 0.5)   # |W| * (1 + 1.5)
     Array([[5., 5., 5., 5.]], dtype=float32)
+    >>> eligibility_credit(x, jnp.array([[[1.0]], [[-1.0]]]), w, 0.5, signed=True)
+    Array([[1., 1., 1., 1.]], dtype=float32)
     """
 
     def step(
@@ -62,12 +73,70 @@ def eligibility_credit(
         trace, total = carry
         x_t, d_t = xd
         trace = decay * trace + x_t
-        total = total + jnp.abs(jnp.matmul(d_t.T, trace, precision=lax.Precision.HIGHEST))
+        product = jnp.matmul(d_t.T, trace, precision=lax.Precision.HIGHEST)
+        total = total + (product if signed else jnp.abs(product))
         return (trace, total), None
 
     start = (jnp.zeros_like(x[0]), jnp.zeros_like(weight))
     (_, total), _ = lax.scan(step, start, (x, d))
+    if signed:
+        total = jnp.abs(total)
     return jnp.abs(weight) * total
+
+
+@partial(jax.jit, static_argnames=("m", "gated"))
+def credit_scores(credits: jax.Array, m: int, gated: bool) -> jax.Array:
+    """Scale-free block scores of a running credit, optionally gated (SPEC S2.10).
+
+    ``z_i = C_i / mean_b`` with ``mean_b = sum_block(C) / m`` (0 in an all-zero block);
+    with ``gated`` every entry is multiplied by ``g_b = E_b / (E_b + E_med)``,
+    ``E_b = sum_block(C)`` and ``E_med`` the lower median of ``E`` over every block:
+    element ``(G - 1) // 2`` of ``jnp.sort(E)`` (``G`` is static, so this traces
+    under ``jax.jit``); ``g_b = 0`` where ``E_b + E_med = 0``.  ``m`` and ``gated`` are
+    static.
+
+    Parameters
+    ----------
+    credits : array ``(..., K)``, non-negative
+    m : int
+    gated : bool
+
+    Returns
+    -------
+    array of ``credits``' shape and dtype
+
+    Examples
+    --------
+    >>> credit_scores(jnp.array([1.0, 3.0, 0.0, 0.0, 2e-9, 0.0]), 2, False)
+    Array([0.5, 1.5, 0. , 0. , 2. , 0. ], dtype=float32)
+    >>> credit_scores(jnp.array([1.0, 3.0, 0.0, 0.0, 2.0, 2.0]), 2, True)  # E_med = 4
+    Array([0.25, 0.75, 0.  , 0.  , 0.5 , 0.5 ], dtype=float32)
+    """
+    c = to_blocks(credits, m)
+    mass = jnp.sum(c, axis=-1, keepdims=True)
+    mean = mass / m
+    live = mean > 0
+    z = jnp.where(live, c / jnp.where(live, mean, 1), 0).astype(c.dtype)
+    if gated and mass.size > 0:
+        e = jnp.sort(mass.reshape(-1))
+        median = e[(e.shape[0] - 1) // 2]
+        total = mass + median
+        positive = total > 0
+        gate = jnp.where(positive, mass / jnp.where(positive, total, 1), 0)
+        z = z * gate.astype(c.dtype)
+    return from_blocks(z)
+
+
+def stop_gradient(x: jax.Array) -> jax.Array:
+    """``lax.stop_gradient(x)``: the optional protocol member that keeps the targets of
+    S2.11 ``gated`` constant.
+
+    Examples
+    --------
+    >>> jax.grad(lambda v: jnp.sum(stop_gradient(v) * v))(jnp.ones(2))
+    Array([1., 1.], dtype=float32)
+    """
+    return lax.stop_gradient(x)
 
 
 @partial(jax.jit, static_argnames=("m",))

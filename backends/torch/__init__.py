@@ -15,7 +15,14 @@ from typing import Any
 import torch
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
-from .eid import eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
+from .eid import (
+    credit_scores,
+    eid_loss,
+    eid_loss_vjp,
+    eid_targets,
+    eligibility_credit,
+    stop_gradient,
+)
 from .packing import block_nnz, pack, spmm, unpack
 from .random import gumbel_like
 from .sampler import (
@@ -41,7 +48,8 @@ __all__ = [
     "all_finite", "dtype_name", "from_numpy", "moveaxis", "to_numpy",
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
-    "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "eligibility_credit", "credit_scores", "eid_targets", "eid_loss", "eid_loss_vjp",
+    "stop_gradient",
     "block_nnz", "pack", "unpack", "spmm", "name", "differentiable", "owns", "BACKEND",
 ]
 
