@@ -2,8 +2,13 @@
 ``(seed, stream, step, index)``, never of a generator's hidden state, so a resumed run
 draws exactly the numbers an uninterrupted one would.
 
-Streams: `MASK_NOISE` (index = layer), `DATA_ORDER` (step = epoch), `POISSON`,
-`RANDOM_MASK` (index = layer), `MASKLLM_NOISE` (index = layer).
+Streams: `MASK_NOISE` (0, index = layer), `DATA_ORDER` (1, step = epoch), `POISSON` (2),
+`RANDOM_MASK` (3, index = layer), `MASKLLM_NOISE` (4, index = layer), and two streams of
+the trainer's sampling-variance metrics (S5.9a), defined in `spikenm.train.variance`:
+``INCLUSION_DRAWS`` (5, the Monte Carlo inclusion draws: step = the logged step, index =
+layer) and ``GRADIENT_NOISE`` (6, the noise of the gradient-estimator measurement: step
+= the measured step, index = ``65536 * draw + layer``).  Neither is used by training, so
+measuring leaves every training draw unchanged.
 """
 
 from __future__ import annotations

@@ -169,7 +169,13 @@ class SparsityConfig:
 class SamplerConfig:
     """SpikeNM sampler schedules (SPEC S5.6): temperature ``tau`` and logit scale ``kappa``
     go from ``*_start`` to ``*_end`` over the search phase; logits are trained by Adam
-    with learning rate ``logit_lr``."""
+    with learning rate ``logit_lr``.
+
+    The gradient-estimator measurement of S5.9a (`spikenm.train.variance`) runs at the
+    steps ``floor(f * S_search)`` for every fraction ``f`` of ``variance_points``
+    (distinct numbers in ``[0, 1)``; default 0, 1/4, 1/2, 3/4 of the search phase) with
+    ``variance_draws`` noise draws (0 turns it off, otherwise at least 2).  It changes
+    nothing in the training trajectory."""
 
     temperature_start: float = 1.0
     temperature_end: float = 0.2
@@ -178,6 +184,8 @@ class SamplerConfig:
     scale_end: float = 10.0
     scale_schedule: str = "linear"
     logit_lr: float = 0.05
+    variance_points: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    variance_draws: int = 8
 
     def __post_init__(self) -> None:
         for key in ("temperature_start", "temperature_end", "scale_start", "scale_end",
@@ -187,6 +195,16 @@ class SamplerConfig:
         for key in ("temperature_schedule", "scale_schedule"):
             v = getattr(self, key)
             _require(v in SCHEDULES, f"sampler.{key}", v, f"one of {SCHEDULES}")
+        points = self.variance_points
+        _require(isinstance(points, (tuple, list)) and all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f)
+            and 0.0 <= f < 1.0 for f in points) and len(set(points)) == len(points),
+            "sampler.variance_points", points,
+            "distinct fractions of the search phase in [0, 1), e.g. [0, 0.25, 0.5, 0.75]")
+        draws = self.variance_draws
+        _require(isinstance(draws, int) and not isinstance(draws, bool)
+                 and (draws == 0 or 2 <= draws < 65536), "sampler.variance_draws", draws,
+                 "0 (off) or an integer in [2, 65535]")
 
 
 @dataclass(frozen=True)
@@ -375,14 +393,18 @@ def _coerce(key: str, value: Any, hint: Any, text: bool) -> Any:
         _require(isinstance(value, str), key, value, "a string")
         return value
     if origin is tuple:
+        item = (get_args(hint) or (int,))[0]
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v != ""]
-        _require(isinstance(value, (list, tuple)), key, value, "a list of integers")
-        return tuple(_coerce(key, v, int, text) for v in value)
+        _require(isinstance(value, (list, tuple)), key, value, _expected(hint))
+        return tuple(_coerce(key, v, item, text) for v in value)
     raise ConfigError(f"{key}: unsupported field type {hint!r}")  # pragma: no cover
 
 
 def _expected(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        item = (get_args(hint) or (int,))[0]
+        return "a list of numbers" if item is float else "a list of integers"
     return {int: "an integer", float: "a number", bool: "true or false"}.get(
         hint, "a list of integers")
 

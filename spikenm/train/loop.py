@@ -3,8 +3,26 @@
 `train` builds the run (`spikenm.train.setup`), repeats `spikenm.train.step.train_step`,
 logs progress, evaluates in eval mode (`spikenm.train.evaluation`) and writes metrics,
 checkpoints, the final model and a summary.  Checkpoints are atomic and resuming is
-bit-identical (S5.12).  The loop knows no method by name: phases, schedules, optimizer
-resets and learning-rate windows come from the method's `StepMasks`.
+bit-identical (S5.12), metric records included (the open logging interval is
+checkpointed too, `spikenm.train.state.LogState`).  The loop knows no method by name:
+phases, schedules, optimizer resets and learning-rate windows come from the method's
+`StepMasks`.
+
+A train record (``metrics.jsonl``, one per logging interval) holds ``step``, ``epoch``,
+``loss``, ``acc``, ``flip_rate`` (S5.9), ``phase``, ``temperature``, ``scale``, ``lr``,
+``firing_rates``, ``ms_per_step`` and the sampling-variance metrics of S5.9a
+(`spikenm.train.variance`): ``inclusion_variance``, ``block_entropy``,
+``argmax_flip_rate`` with their ``_active``/``_silent`` variants and
+``inclusion_samples`` (None outside a sampling phase and for methods without sampled
+masks), ``variance_layers`` (the same per masked layer), and ``grad_variance``,
+``grad_snr``, ``grad_step`` (the last gradient measurement of the interval, None
+without one) with ``grad_points`` (every measurement of the interval).  The summary
+(``summary.json``) adds to the test metrics, the per-layer report and ``flip_rate``
+the means over the search's logging steps of the nine sampling keys,
+``inclusion_samples``, the means of ``grad_variance`` and ``grad_snr`` over the
+measurements, and ``sampling_variance`` with the last values, the per-layer means and
+last values and every gradient measurement with its step
+(`spikenm.train.variance.summary_fields`).
 """
 
 from __future__ import annotations
@@ -20,12 +38,14 @@ import numpy as np
 
 from spikenm.optim import opt_init
 
+from . import variance
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .evaluation import evaluate, final_params, layer_report
 from .metrics import MetricsLog, printer, progress_line, summary_text
 from .setup import Setup, build_setup
-from .state import TrainState, state_from_arrays, state_to_arrays
+from .state import (LogState, TrainState, log_state_from_arrays, log_state_to_arrays,
+                    state_from_arrays, state_to_arrays)
 from .step import StepInfo, train_step
 
 __all__ = ["TrainResult", "initial_state", "train", "CHECKPOINT", "METRICS", "SUMMARY",
@@ -67,15 +87,48 @@ def initial_state(setup: Setup) -> TrainState:
 
 
 class _Tally:
-    """Sums of one logging interval; the flip counts stay device arrays until `fold`."""
+    """Sums of one logging interval; the flip counts stay device arrays until `fold`.
+    Also holds the interval's gradient measurements and the previous logging step's
+    final masks (S5.9a); `snapshot`/`restore` carry all of it through a checkpoint."""
 
     def __init__(self) -> None:
         self.reset()
         self.pending: list[tuple[Any, int]] = []
+        self.argmax_previous: dict[int, np.ndarray] = {}
 
     def reset(self) -> None:
         self.loss, self.correct, self.count, self.steps = 0.0, 0, 0, 0
         self.changed, self.compared = 0.0, 0
+        self.points: dict[int, dict[str, Any]] = {}
+
+    def add_point(self, point: dict[str, Any]) -> None:
+        """A gradient measurement (one per step: a repeated step replaces it)."""
+        self.points[int(point["step"])] = point
+
+    def grad_fields(self) -> dict[str, Any]:
+        """``grad_variance``, ``grad_snr``, ``grad_step`` of the interval's last
+        measurement (None without one) and ``grad_points``."""
+        points = [self.points[s] for s in sorted(self.points)]
+        last = points[-1] if points else {}
+        return {"grad_variance": last.get("grad_variance"), "grad_snr": last.get("grad_snr"),
+                "grad_step": last.get("step"), "grad_points": points}
+
+    def snapshot(self) -> LogState:
+        """The interval so far (after `fold`) as a checkpointable `LogState`."""
+        sums = {"loss": self.loss, "correct": self.correct, "count": self.count,
+                "steps": self.steps, "changed": self.changed, "compared": self.compared}
+        return LogState(sums, tuple(self.points[s] for s in sorted(self.points)),
+                        dict(self.argmax_previous))
+
+    def restore(self, log: LogState) -> None:
+        """Continue the interval of a checkpoint's `LogState`."""
+        sums = log.sums
+        self.loss, self.correct = float(sums.get("loss", 0.0)), int(sums.get("correct", 0))
+        self.count, self.steps = int(sums.get("count", 0)), int(sums.get("steps", 0))
+        self.changed = float(sums.get("changed", 0.0))
+        self.compared = int(sums.get("compared", 0))
+        self.points = {int(p["step"]): dict(p) for p in log.grad_points}
+        self.argmax_previous = dict(log.argmax_previous)
 
     def add(self, info: StepInfo) -> None:
         self.loss += info.loss
@@ -112,10 +165,30 @@ def _check_resume(cfg: TrainConfig, meta: dict[str, Any], path: Path) -> None:
                          + "; ".join(diffs) + ")")
 
 
-def _save(setup: Setup, state: TrainState, out: Path) -> None:
+def _save(setup: Setup, state: TrainState, out: Path, tally: _Tally) -> None:
     arrays, meta = state_to_arrays(state, setup.param_keys, setup.model.to_numpy)
+    log_arrays, meta["log"] = log_state_to_arrays(tally.snapshot())
+    arrays.update(log_arrays)
     meta["config"] = config_to_dict(setup.cfg)
     save_checkpoint(out / CHECKPOINT, arrays, meta)
+
+
+class _LastResult:
+    """The model backend, remembering its last `forward_backward` result (``last``) so a
+    logging step can read that step's ``dL/dW_eff`` (S5.9a) without another pass; the
+    loop drops it after every step that does not log."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.last: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def forward_backward(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.forward_backward(*args, **kwargs)
+        self.last = result
+        return result
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
@@ -127,14 +200,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     out_stream = sys.stdout if stream == "stdout" else stream
     emit = printer(None if cfg.run.quiet else out_stream)  # type: ignore[arg-type]
     setup = build_setup(cfg)
+    recorder = _LastResult(setup.model)
+    setup = replace(setup, model=recorder)
     out = Path(cfg.run.out) if cfg.run.out else None
     log = MetricsLog(out / METRICS if out else None)
+    tally = _Tally()
     if resume:
         if out is None:
             raise ValueError("--resume needs run.out (--out): the folder with checkpoint.npz")
         arrays, meta = load_checkpoint(out / CHECKPOINT)
         _check_resume(cfg, meta, out / CHECKPOINT)
         state = state_from_arrays(arrays, meta, setup.param_keys, setup.model.from_numpy)
+        tally.restore(log_state_from_arrays(arrays, meta.get("log")))
         log.truncate_after(state.step)
         emit(f"resumed from {out / CHECKPOINT} at step {state.step}/{setup.total_steps}")
     else:
@@ -148,22 +225,32 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
          f"{setup.data.x_test.shape[0]} test) T={setup.lif.time_steps} masked layers: "
          f"{layers}; {setup.total_steps} steps")
     order_cache: dict[int, np.ndarray] = {}
-    tally = _Tally()
+    measure_at = set(variance.variance_steps(setup))
     t_start = t_log = time.perf_counter()
     try:
         while state.step < setup.total_steps:
             if stop_after is not None and state.step >= stop_after:
                 state = tally.fold(state)
                 if out is not None:
-                    _save(setup, state, out)
+                    _save(setup, state, out, tally)
                 emit(f"stopped at step {state.step}; resume with --resume")
                 return TrainResult({"stopped_at": state.step}, log.records)
+            if state.step in measure_at:
+                point = variance.gradient_point(setup, state, order_cache)
+                if point is not None:
+                    tally.add_point(point)
             state, info = train_step(setup, state, order_cache)
             tally.add(info)
             step = state.step
             epoch_end = step % setup.steps_per_epoch == 0
-            if step % cfg.run.log_every == 0 or epoch_end or step == setup.total_steps:
+            if not (step % cfg.run.log_every == 0 or epoch_end or step == setup.total_steps):
+                recorder.last = None
+            else:
                 state = tally.fold(state)
+                grads = recorder.last.grads if recorder.last is not None else None
+                recorder.last = None
+                sampling, tally.argmax_previous = variance.sampling_record(
+                    setup, state, step - 1, grads, tally.argmax_previous)
                 now = time.perf_counter()
                 record = {
                     "type": "train", "step": step,
@@ -174,6 +261,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                     "scale": info.scale, "lr": info.lr,
                     "firing_rates": list(info.firing_rates),
                     "ms_per_step": 1e3 * (now - t_log) / tally.steps,
+                    **sampling, **tally.grad_fields(),
                 }
                 log.write(record)
                 emit(progress_line(record, setup.total_steps, cfg.optim.epochs))
@@ -192,14 +280,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                     (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
                     or (not cfg.run.checkpoint_every and epoch_end)):
                 state = tally.fold(state)
-                _save(setup, state, out)
+                _save(setup, state, out, tally)
     except KeyboardInterrupt:
         if out is not None:
             state = tally.fold(state)
-            _save(setup, state, out)
+            _save(setup, state, out, tally)
             emit(f"interrupted: checkpoint of step {state.step} written to {out / CHECKPOINT}")
         raise
-    return _finish(setup, tally.fold(state), log, out, time.perf_counter() - t_start, emit)
+    return _finish(setup, tally.fold(state), tally, log, out, time.perf_counter() - t_start,
+                   emit)
 
 
 def _graph_record(setup: Setup) -> dict[str, Any]:
@@ -208,8 +297,8 @@ def _graph_record(setup: Setup) -> dict[str, Any]:
             "nodes": [{**asdict(n), "inputs": list(n.inputs)} for n in g.nodes]}
 
 
-def _finish(setup: Setup, state: TrainState, log: MetricsLog, out: Path | None,
-            seconds: float, emit: Callable[[str], None]) -> TrainResult:
+def _finish(setup: Setup, state: TrainState, tally: _Tally, log: MetricsLog,
+            out: Path | None, seconds: float, emit: Callable[[str], None]) -> TrainResult:
     cfg, model = setup.cfg, setup.model
     params, final = final_params(setup, state)
     ev = evaluate(setup, params, state.buffers)
@@ -221,6 +310,7 @@ def _finish(setup: Setup, state: TrainState, log: MetricsLog, out: Path | None,
         "seed": cfg.run.seed, "steps": state.step, "seconds": seconds,
         **ev,
         "flip_rate": state.flip_changed / state.flip_total if state.flip_total else None,
+        **variance.summary_fields(log.records),
         "layers": layer_report(setup, params, final),
     }
     log.write({"type": "summary", "step": state.step, **summary})
@@ -228,7 +318,7 @@ def _finish(setup: Setup, state: TrainState, log: MetricsLog, out: Path | None,
     np_buffers = {k: model.to_numpy(v) for k, v in state.buffers.items()}
     np_masks = {k: model.to_numpy(v) for k, v in final.items()}
     if out is not None:
-        _save(setup, state, out)
+        _save(setup, state, out, tally)
         arrays = {**np_params, **np_buffers,
                   **{f"layer{k}.mask": v for k, v in np_masks.items()}}
         save_checkpoint(out / MODEL, arrays, {"kind": "model", "config": config_to_dict(cfg),

@@ -1,4 +1,8 @@
-"""Metrics: JSON-lines log, plain-text progress lines and the end-of-run summary text."""
+"""Metrics: JSON-lines log, plain-text progress lines and the end-of-run summary text.
+
+The keys of train records and of the summary are listed in `spikenm.train.loop`; the
+sampling-variance keys (S5.9a) in `spikenm.train.variance`.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,13 @@ def progress_line(record: dict[str, Any], total_steps: int, epochs: int) -> str:
              f"phase {record['phase']}"]
     if record.get("flip_rate") is not None:
         parts.append(f"flip {record['flip_rate']:.4f}")
+    if record.get("inclusion_variance") is not None:
+        parts.append(f"incvar {record['inclusion_variance']:.4f} "
+                     f"H {record['block_entropy']:.3f}")
+    if record.get("argmax_flip_rate") is not None:
+        parts.append(f"argflip {record['argmax_flip_rate']:.4f}")
+    if record.get("grad_snr") is not None:
+        parts.append(f"grad snr {record['grad_snr']:.3g}")
     if record.get("temperature"):
         parts.append(f"tau {record['temperature']:.3g} kappa {record['scale']:.3g}")
     parts.append(f"lr {record['lr']:.2e}")
@@ -82,8 +93,30 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines.append(f"firing rates (test) per LIF layer: {rates}")
     if summary["flip_rate"] is not None:
         lines.append(f"mask flip rate (search phase mean): {summary['flip_rate']:.4f}")
+    if summary.get("inclusion_variance") is not None:
+        lines.append("sampling (search logging-step means; active / near-silent blocks): "
+                     + "; ".join(_split_text(summary, key, label) for key, label in (
+                         ("inclusion_variance", "inclusion variance"),
+                         ("block_entropy", "block entropy"),
+                         ("argmax_flip_rate", "argmax flip rate")))
+                     + ("" if not summary.get("inclusion_samples") else
+                        f" (inclusion from {summary['inclusion_samples']} draws)"))
+    if summary.get("grad_variance") is not None:
+        points = summary.get("sampling_variance", {}).get("grad_points", [])
+        snr = summary.get("grad_snr")
+        lines.append(f"logit gradient at {len(points)} points (steps "
+                     f"{', '.join(str(p['step']) for p in points)}): variance "
+                     f"{summary['grad_variance']:.3g}, SNR "
+                     + ("n/a" if snr is None else f"{snr:.3g}"))
     lines.append(f"wall time {summary['seconds']:.1f} s ({summary['steps']} steps)")
     return "\n".join(lines)
+
+
+def _split_text(summary: dict[str, Any], key: str, label: str) -> str:
+    def num(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+    return (f"{label} {num(summary.get(key))} ({num(summary.get(key + '_active'))} / "
+            f"{num(summary.get(key + '_silent'))})")
 
 
 def printer(stream: TextIO | None) -> Callable[[str], None]:

@@ -5,11 +5,17 @@ Everything a step depends on is in `TrainState`: parameters and batch-norm buffe
 `MethodState` (stored as it is: its arrays under ``method/``, its metadata as JSON) and
 counters; random draws depend only on ``(seed, stream, step, index)``.  Restoring a state
 from its arrays therefore continues a run bit-identically on the same backend (S5.12).
+
+`LogState` is the loop's host-side bookkeeping of the open logging interval (its sums,
+the gradient measurements of S5.9a made in it, and the previous logging step's final
+masks for ``argmax_flip_rate``); it is checkpointed next to the `TrainState` (arrays
+under ``log/``, metadata under ``"log"``) so that a resumed run writes the metric
+records an uninterrupted run writes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -17,7 +23,8 @@ import numpy as np
 from spikenm.methods import MethodState
 from spikenm.optim import OptState
 
-__all__ = ["TrainState", "state_to_arrays", "state_from_arrays"]
+__all__ = ["TrainState", "state_to_arrays", "state_from_arrays", "LogState",
+           "log_state_to_arrays", "log_state_from_arrays"]
 
 Array = Any
 
@@ -93,3 +100,59 @@ def state_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
                           float(meta["flip_changed"]), int(meta["flip_total"]))
     except KeyError as exc:
         raise ValueError(f"checkpoint is missing entry {exc.args[0]!r}") from None
+
+
+LOG_SUMS = ("loss", "correct", "count", "steps", "changed", "compared")
+"""Sums of the open logging interval kept in `LogState.sums`."""
+
+
+@dataclass(frozen=True)
+class LogState:
+    """Host-side state of the metrics log between two logging steps.
+
+    Attributes
+    ----------
+    sums : dict
+        The open interval's sums (`LOG_SUMS`: loss, correct, count, steps, flips changed
+        and compared).
+    grad_points : tuple of dict
+        Gradient measurements of S5.9a made in the open interval (JSON values).
+    argmax_previous : dict int -> ndarray
+        ``final_mask(pi)`` of every sampled layer at the previous logging step (uint8,
+        block layout), for ``argmax_flip_rate``.
+    """
+
+    sums: Mapping[str, float] = field(default_factory=dict)
+    grad_points: tuple[Mapping[str, Any], ...] = ()
+    argmax_previous: Mapping[int, np.ndarray] = field(default_factory=dict)
+
+
+def log_state_to_arrays(log: LogState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(arrays, meta)``: arrays ``log/argmax/k`` and the metadata to store under
+    ``"log"``."""
+    arrays = {f"log/argmax/{k}": np.asarray(v, np.uint8)
+              for k, v in sorted(log.argmax_previous.items())}
+    meta = {"sums": {key: log.sums[key] for key in LOG_SUMS if key in log.sums},
+            "grad_points": [dict(p) for p in log.grad_points],
+            "argmax_previous": sorted(int(k) for k in log.argmax_previous)}
+    return arrays, meta
+
+
+def log_state_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None
+                          ) -> LogState:
+    """Inverse of `log_state_to_arrays`; an empty `LogState` for ``meta`` None (a
+    checkpoint written before the log state was stored).
+
+    Raises
+    ------
+    ValueError
+        When an array named by ``meta`` is missing.
+    """
+    if meta is None:
+        return LogState()
+    try:
+        previous = {int(k): np.asarray(arrays[f"log/argmax/{k}"])
+                    for k in meta.get("argmax_previous", [])}
+    except KeyError as exc:
+        raise ValueError(f"checkpoint is missing entry {exc.args[0]!r}") from None
+    return LogState(dict(meta.get("sums", {})), tuple(meta.get("grad_points", [])), previous)
