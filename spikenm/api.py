@@ -307,17 +307,18 @@ def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, variant: str 
     check.nonnegative(be, "credits", credits)
     temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(credits))
     pi = None
-    if variant == "gated":
+    if variant in eid_variants.NEEDS_LOGITS:
         if logits is None:
-            raise ValueError("variant='gated' needs logits= (the mask logits, the credits' "
-                             "shape)")
+            raise ValueError(f"variant={variant!r} needs logits= (the mask logits, the "
+                             f"credits' shape)")
         _float_blocks(be, "logits", logits, m, axis)
         check.same_shape(credits=credits, logits=logits)
         check.same_dtype(be, credits=credits, logits=logits)
         scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
         pi = _last(be, logits, ax)
     elif logits is not None:
-        raise ValueError(f"logits= is used by variant='gated' only, not {variant!r}")
+        raise ValueError(f"logits= is used by the variants {eid_variants.NEEDS_LOGITS} "
+                         f"only, not {variant!r}")
     q = eid_variants.targets(be, variant, _last(be, credits, ax), n, m, temperature, pi,
                              scale)
     return _back(be, q, ax)

@@ -22,12 +22,14 @@ from typing import Any
 
 from .protocol import Backend
 
-__all__ = ["VARIANTS", "CREDITS", "INCLUSION", "targets", "check_variant", "check_credit"]
+__all__ = ["VARIANTS", "CREDITS", "INCLUSION", "NEEDS_LOGITS", "targets", "check_variant", "check_credit"]
 
 Array = Any
 
 VARIANTS = ("global", "block", "gated", "inclusion")
 """Values of ``eid.variant`` (S2.11)."""
+NEEDS_LOGITS = ("gated",)
+"""Variants whose targets are built from the logits too (S2.11)."""
 INCLUSION = "inclusion"
 """The N-of-M variant (its targets need ``n``)."""
 CREDITS = ("abs", "signed")

@@ -565,7 +565,7 @@ def test_S2_11_variant_errors() -> None:
     with pytest.raises(ValueError, match=r"variant='inclusion' needs n"):
         api.eid_targets(c, 4, variant="inclusion")
     for variant in ("global", "block", "inclusion"):
-        with pytest.raises(ValueError, match=rf"logits= is used by variant='gated' only, not '{variant}'"):
+        with pytest.raises(ValueError, match=rf"logits= is used by the variants \('gated',\) only, not '{variant}'"):
             api.eid_targets(c, 4, variant=variant, n=2, logits=np.zeros(8))
     with pytest.raises(ValueError, match=r"1 <= n <= m=4, got n=5"):
         api.eid_targets(c, 4, variant="inclusion", n=5)

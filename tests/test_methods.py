@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from spikenm import api
+from spikenm import api, eid_variants
 from spikenm.methods import (BUILTIN, MethodSetup, MethodState, StepMasks, check_method,
                              is_import_path, load_method)
 from spikenm.methods import blocks, flips, maskllm
@@ -157,9 +157,11 @@ def test_srste_masks_and_gradient_S6_4() -> None:
         api.topn_mask(np.abs(api.to_block_layout(w[2])), 2, 4)))
 
 
-def test_spikenm_masks_and_gradients_S5_3_S5_4_S5_5() -> None:
+@pytest.mark.parametrize("variant", eid_variants.VARIANTS)
+def test_spikenm_masks_and_gradients_S5_3_S5_4_S5_5(variant: str) -> None:
+    """One update equals the formulas for every EID variant (S2.11), with weight 1."""
     setup, w = _setup(), _weights(2)
-    method = load_method("spikenm")
+    method = SpikeNM(eid_variant=variant, eid_weight=1.0)
     rng = np.random.default_rng(3)
     state = method.init(setup, w)
     assert np.array_equal(state.arrays["logits/2"], np.zeros((4, 3, 3, 8)))
@@ -185,7 +187,9 @@ def test_spikenm_masks_and_gradients_S5_3_S5_4_S5_5() -> None:
         pi = state.arrays[f"logits/{k}"]
         task = sample_mask_vjp(pi, sm.aux[k], 2, 4, tau, kappa, True,
                                api.to_block_layout(g[k] * w[k]))
-        q = api.eid_targets(credits[k], 4, temperature=tau_e)
+        q = api.eid_targets(credits[k], 4, temperature=tau_e, variant=variant, n=2,
+                            logits=pi if variant in eid_variants.NEEDS_LOGITS else None,
+                            scale=kappa)
         grads[k] = task + lam * eid_loss_vjp(pi, q, 4, kappa, np.array(1.0))
         assert np.array_equal(new.arrays[f"credit/{k}"], credits[k])  # C = c first (S2.4)
     (p1, p2), _ = opt_update([state.arrays["logits/1"], state.arrays["logits/2"]],
@@ -239,9 +243,11 @@ def test_spikenm_eid_targets_and_differentiable_masks() -> None:
     search = method.search_steps(10)
     targets = method.eid_targets(setup, state, 1)
     q, lam, kappa = targets[1]
-    assert np.allclose(q, api.eid_targets(c[1], 4, temperature=method.eid_temperature.at(1,
-                                                                                     search)))
-    assert lam == min(1.0, 2 / (0.1 * search)) and kappa == method.scale.at(1, search)
+    pi = state.arrays["logits/1"] if method.eid_variant in eid_variants.NEEDS_LOGITS else None
+    assert np.allclose(q, api.eid_targets(c[1], 4, temperature=method.eid_temperature.at(
+        1, search), variant=method.eid_variant, n=2, logits=pi, scale=method.scale.at(1, search)))
+    assert lam == method.eid_weight * min(1.0, 2 / (0.1 * search))
+    assert kappa == method.scale.at(1, search)
     assert method.eid_targets(setup, state, search) == {}  # the fixed phase has no EID
     state, sm = method.masks(setup, state, w, 1)
     again = method.masks_from_parameters(setup, sm, method.mask_parameters(state))

@@ -73,7 +73,7 @@ def _wrap(fn):
 
 for _name in ("dtype_name", "moveaxis", "all_finite", "gumbel_like", "topn_mask",
               "relaxed_topn", "sample_mask", "block_probs", "eligibility_credit",
-              "eid_targets", "eid_loss", "block_nnz", "pack", "unpack", "spmm",
+              "eid_targets", "credit_scores", "eid_loss", "block_nnz", "pack", "unpack", "spmm",
               "sample_mask_vjp", "relaxed_topn_vjp", "eid_loss_vjp"):
     globals()[_name] = _wrap(getattr(ref, _name))
 

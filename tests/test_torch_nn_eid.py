@@ -349,9 +349,12 @@ def two_layer(seed: int = 0) -> nn.Sequential:
                          nn.Linear(8, 3)).double()
 
 
-def test_S2_6_eid_loss_and_its_gradient_reach_the_update() -> None:
+@pytest.mark.parametrize("variant", ["global", "gated"])
+def test_S2_6_eid_loss_and_its_gradient_reach_the_update(variant: str) -> None:
+    """The EID term of the module path for a variant without and one with logits in
+    its targets (S2.11; the default is ``gated``)."""
     model = two_layer()
-    method = SpikeNM()
+    method = SpikeNM(eid_variant=variant, eid_weight=1.0)
     rec = Recorder(method)
     handle = snn.sparsify(model, N, M, total_steps=20, method=rec, seed=1)
     x = randn(6, 8)
@@ -364,8 +367,9 @@ def test_S2_6_eid_loss_and_its_gradient_reach_the_update() -> None:
     search = method.search_steps(20)
     lam = method.eid_lambda(1, search)
     tau_e, kappa = method.eid_temperature.at(1, search), method.scale.at(1, search)
-    q = api.eid_targets(running, M, temperature=tau_e)
     pi = handle.logit_parameters()[0].detach().clone()
+    q = api.eid_targets(running, M, temperature=tau_e, variant=variant, n=N,
+                        logits=pi if variant == "gated" else None, scale=kappa)
     term = handle.eid_loss()
     expected = lam * api.eid_loss(pi, q, M, scale=kappa)
     assert float(term.detach()) == pytest.approx(float(expected), rel=1e-12)

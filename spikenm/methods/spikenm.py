@@ -77,12 +77,12 @@ class SpikeNM(MethodDefaults):
     scale: Ramp = field(default_factory=lambda: Ramp(1.0, 10.0, "linear"))
     logit_lr: float = 0.05
     eid: bool = True
-    eid_weight: float = 1.0
+    eid_weight: float = 0.01
     eid_warmup_fraction: float = 0.1
     eid_momentum: float = 0.9
     eid_temperature: Ramp = field(default_factory=lambda: Ramp(1.0, 0.05, "exp"))
     eid_decay: float = -1.0
-    eid_variant: str = "global"
+    eid_variant: str = "gated"
     eid_credit: str = "abs"
     name: str = "spikenm"
 

@@ -220,14 +220,14 @@ class EIDConfig:
     """
 
     enabled: bool = True
-    weight: float = 1.0
+    weight: float = 0.01
     warmup_fraction: float = 0.1
     momentum: float = 0.9
     temperature: float = 1.0
     temperature_end: float = 0.05
     temperature_schedule: str = "exp"
     decay: float = -1.0
-    variant: str = "global"
+    variant: str = "gated"
     credit: str = "abs"
 
     def __post_init__(self) -> None:
