@@ -362,7 +362,7 @@ def test_gradient_point_is_the_S5_4_task_gradient_over_fresh_noise() -> None:
     setup = build_setup(cfg)
     state = initial_state(setup)
     cache: dict[int, np.ndarray] = {}
-    from spikenm.train.step import train_step
+    from spikenm.train.step import step_batch, train_step
     state, _ = train_step(setup, state, cache)  # logits away from 0
     point = V.gradient_point(setup, state, cache)
     ms, model = setup.method_setup, setup.model
@@ -371,7 +371,7 @@ def test_gradient_point_is_the_S5_4_task_gradient_over_fresh_noise() -> None:
     search = setup.method.search_steps(setup.total_steps)
     tau = setup.method.temperature.at(1, search)
     kappa = setup.method.scale.at(1, search)
-    x, y = V._step_batch(setup, 1, {})
+    x, y = step_batch(setup, 1, {})
     w = state.params[f"layer{k}.weight"]
     draws = []
     for j in range(3):

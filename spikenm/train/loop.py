@@ -173,24 +173,6 @@ def _save(setup: Setup, state: TrainState, out: Path, tally: _Tally) -> None:
     save_checkpoint(out / CHECKPOINT, arrays, meta)
 
 
-class _LastResult:
-    """The model backend, remembering its last `forward_backward` result (``last``) so a
-    logging step can read that step's ``dL/dW_eff`` (S5.9a) without another pass; the
-    loop drops it after every step that does not log."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.last: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def forward_backward(self, *args: Any, **kwargs: Any) -> Any:
-        result = self._inner.forward_backward(*args, **kwargs)
-        self.last = result
-        return result
-
-
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
           stream: TextIO | None | str = "stdout") -> TrainResult:
     """Train one model.  With ``cfg.run.out`` set, metrics, checkpoints, the final model and
@@ -200,8 +182,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     out_stream = sys.stdout if stream == "stdout" else stream
     emit = printer(None if cfg.run.quiet else out_stream)  # type: ignore[arg-type]
     setup = build_setup(cfg)
-    recorder = _LastResult(setup.model)
-    setup = replace(setup, model=recorder)
     out = Path(cfg.run.out) if cfg.run.out else None
     log = MetricsLog(out / METRICS if out else None)
     tally = _Tally()
@@ -243,14 +223,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             tally.add(info)
             step = state.step
             epoch_end = step % setup.steps_per_epoch == 0
-            if not (step % cfg.run.log_every == 0 or epoch_end or step == setup.total_steps):
-                recorder.last = None
-            else:
+            if step % cfg.run.log_every == 0 or epoch_end or step == setup.total_steps:
                 state = tally.fold(state)
-                grads = recorder.last.grads if recorder.last is not None else None
-                recorder.last = None
                 sampling, tally.argmax_previous = variance.sampling_record(
-                    setup, state, step - 1, grads, tally.argmax_previous)
+                    setup, state, step - 1, info.grads, tally.argmax_previous)
                 now = time.perf_counter()
                 record = {
                     "type": "train", "step": step,

@@ -12,7 +12,7 @@ the flip count stays an array until it is reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,6 +45,9 @@ class StepInfo:
     scale: float
     lr: float
     firing_rates: tuple[float, ...]
+    grads: Mapping[str, Array]
+    """The step's ``dL/dparam`` (weights: ``dL/dW_eff``) on the device, for the logging
+    step's near-silent split (S5.9a); the loop reads it on logging steps only."""
 
 
 def weight_lr(optim: OptimConfig, window: tuple[int, int] | None, total_steps: int,
@@ -63,17 +66,24 @@ def weight_lr(optim: OptimConfig, window: tuple[int, int] | None, total_steps: i
     return schedule_value("cosine", optim.lr, 0.0, step - start, length + 1)
 
 
+def step_batch(setup: Setup, step: int, order_cache: dict[int, np.ndarray]
+               ) -> tuple[Array, Array]:
+    """The batch ``(x, y)`` of training step ``step`` (S5.10), encoded (S4.7), on the model
+    backend's device."""
+    cfg, model, data = setup.cfg, setup.model, setup.data
+    idx = batch_indices(cfg.run.seed, step, setup.steps_per_epoch, cfg.optim.batch_size,
+                        data.x_train.shape[0], order_cache)
+    x = model.from_numpy(encode(data.x_train[idx], data.pixel_max, cfg.run.dtype,
+                                cfg.data.encoding, setup.lif.time_steps, cfg.run.seed, step))
+    return x, model.from_numpy(data.y_train[idx])
+
+
 def train_step(setup: Setup, state: TrainState, order_cache: dict[int, np.ndarray]
                ) -> tuple[TrainState, StepInfo]:
     """One optimizer step from ``state``; returns the new state and what it reports."""
     cfg, model, method, ms = setup.cfg, setup.model, setup.method, setup.method_setup
     step = state.step
-    data = setup.data
-    idx = batch_indices(cfg.run.seed, step, setup.steps_per_epoch, cfg.optim.batch_size,
-                        data.x_train.shape[0], order_cache)
-    x = model.from_numpy(encode(data.x_train[idx], data.pixel_max, cfg.run.dtype,
-                                cfg.data.encoding, setup.lif.time_steps, cfg.run.seed, step))
-    y = model.from_numpy(data.y_train[idx])
+    x, y = step_batch(setup, step, order_cache)
     weights = {k: state.params[f"layer{k}.weight"] for k in ms.layers}
     mstate, sm = method.masks(ms, state.method, weights, step)
     weight_opt = state.weight_opt
@@ -113,6 +123,7 @@ def train_step(setup: Setup, state: TrainState, order_cache: dict[int, np.ndarra
         buffers = dict(result.buffers)
     new_state = TrainState(step + 1, params, buffers, weight_opt, mstate, state.flip_changed,
                            state.flip_total)
-    info = StepInfo(result.loss, result.correct, int(idx.shape[0]), changed, compared,
-                    sm.phase, sm.temperature, sm.scale, lr, tuple(result.firing_rates))
+    info = StepInfo(result.loss, result.correct, int(y.shape[0]), changed, compared,
+                    sm.phase, sm.temperature, sm.scale, lr, tuple(result.firing_rates),
+                    result.grads)
     return new_state, info

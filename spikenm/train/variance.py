@@ -48,7 +48,7 @@ from spikenm import validation as check
 from spikenm.methods import blocks
 from spikenm.methods.common import CREDIT, phase_steps
 
-from .encoding import batch_indices, encode
+from .step import step_batch
 
 __all__ = ["EXACT_LIMIT", "MC_DRAWS", "SILENT_FRACTION", "INCLUSION_DRAWS", "GRADIENT_NOISE",
            "METRICS", "KEYS", "GRAD_KEYS", "ordered_picks", "inclusion_probabilities",
@@ -448,18 +448,6 @@ def variance_steps(setup: Any) -> tuple[int, ...]:
     return tuple(sorted({math.floor(f * search) for f in sampler.variance_points}))
 
 
-def _step_batch(setup: Any, step: int, order_cache: dict[int, np.ndarray]
-                ) -> tuple[Array, Array]:
-    """The batch of training step ``step`` (S5.10) encoded as the step encodes it (S4.7),
-    on the model backend's device."""
-    cfg, model, data = setup.cfg, setup.model, setup.data
-    idx = batch_indices(cfg.run.seed, step, setup.steps_per_epoch, cfg.optim.batch_size,
-                        data.x_train.shape[0], order_cache)
-    x = model.from_numpy(encode(data.x_train[idx], data.pixel_max, cfg.run.dtype,
-                                cfg.data.encoding, setup.lif.time_steps, cfg.run.seed, step))
-    return x, model.from_numpy(data.y_train[idx])
-
-
 def gradient_point(setup: Any, state: Any, order_cache: dict[int, np.ndarray],
                    draws: int | None = None) -> dict[str, Any] | None:
     """The gradient-estimator measurement at ``state.step`` (S5.9a), before that step's
@@ -489,7 +477,7 @@ def gradient_point(setup: Any, state: Any, order_cache: dict[int, np.ndarray],
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
         raise ValueError(f"method {method.name!r} reports temperature {tau!r} at step "
                          f"{step}; the gradient measurement needs its sampler's tau > 0")
-    x, y = _step_batch(setup, step, order_cache)
+    x, y = step_batch(setup, step, order_cache)
     grads: dict[int, list[np.ndarray]] = {k: [] for k in found}
     for j in range(k_draws):
         effective = dict(state.params)
