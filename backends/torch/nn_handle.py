@@ -145,6 +145,8 @@ class SpikeNMHandle:
         self._state = _detached(method.init(setup, self._weights()))
         self._step = 0
         self._warned = False
+        self._targets: dict[int, tuple[torch.Tensor, float, float]] = {}
+        self._targets_for: tuple[int, Any] | None = None
         self._scale = 1.0
         self._flips: tuple[Any, int] | None = None
         self._layer_flips: dict[int, tuple[Any, int] | None] = {k: None for k in self._module}
@@ -279,7 +281,7 @@ class SpikeNMHandle:
         scale it like that loss."""
         self._prepare()
         self._eid_called = True
-        targets = self.method.eid_targets(self.setup, self._after or self._state, self._step)
+        targets = self._step_targets()
         total: torch.Tensor | None = None
         for k, (q, lam, kappa) in sorted(targets.items()):
             leaf = self._leaves.get(k)
@@ -347,12 +349,22 @@ class SpikeNMHandle:
             out[k] = g
         return out
 
+    def _step_targets(self) -> dict[int, tuple[torch.Tensor, float, float]]:
+        """``method.eid_targets`` of this step, computed once per step and state (every
+        micro-batch's `eid_loss` and the forgotten-term check share them)."""
+        state = self._after or self._state
+        cached = self._targets_for
+        if cached is None or cached[0] != self._step or cached[1] is not state:
+            self._targets = self.method.eid_targets(self.setup, state, self._step)
+            self._targets_for = (self._step, state)
+        return self._targets
+
     def _check_eid(self) -> None:
         """Warn once when EID is active this step but its gradient never reached the
         logits (``handle.eid_loss()`` missing from the loss)."""
         if self._warned or not self._grad_sum:
             return                      # no backward pass this step: nothing to warn about
-        targets = self.method.eid_targets(self.setup, self._after or self._state, self._step)
+        targets = self._step_targets()
         active = [k for k, (_, lam, _) in targets.items() if lam != 0 and k in self._leaves]
         if not active:
             return
