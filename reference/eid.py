@@ -161,7 +161,8 @@ def credit_scores(credits: np.ndarray, m: int, gated: bool) -> np.ndarray:
     z = np.where(live, c / np.where(live, mean, dtype.type(1)), dtype.type(0))
     if gated:
         e = mass[:, 0]
-        median = np.sort(e)[(e.shape[0] - 1) // 2] if e.size else dtype.type(0)
+        rank = (e.shape[0] - 1) // 2
+        median = np.partition(e, rank)[rank] if e.size else dtype.type(0)
         total = mass + median
         z = z * np.where(total > 0, mass / np.where(total > 0, total, dtype.type(1)),
                          dtype.type(0))
