@@ -15,8 +15,9 @@ import numpy as np
 
 from .arrays import all_finite, dtype_name, from_numpy, moveaxis, to_numpy
 from .eid import credit_scores, eid_loss, eid_loss_vjp, eid_targets, eligibility_credit
-from .packing import block_nnz, pack, spmm, unpack
+from .packing import block_nnz, pack, unpack
 from .random import gumbel_like
+from .spmm_kernels import spmm
 from .sampler import (
     block_probs,
     relaxed_topn,

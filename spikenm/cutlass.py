@@ -1,7 +1,8 @@
 """2:4 hardware export in PyTorch's CUTLASS layout (SPEC S3.4).
 
 The export only re-encodes the packed indices; it is framework-neutral: the metadata is
-computed with NumPy from the ``uint8`` indices and handed back as an array of the
+computed on the host (one Numba pass over the ``uint8`` indices, words stored at the
+positions `meta_offsets` gives, cached per shape) and handed back as an array of the
 caller's framework, next to the packed values (unchanged, or cast through the caller's
 framework when ``dtype=`` asks for a 16-bit float).
 
@@ -19,8 +20,10 @@ Layout, for a ``(rows, k)`` 2:4 matrix:
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
+import numba
 import numpy as np
 
 from . import validation as check
@@ -66,6 +69,63 @@ def meta_offsets(rows: int, ncols: int, word_bytes: int) -> np.ndarray:
     swap = ((r % 2 == 0) & (c % 2 == 1)).astype(np.int64) - ((r % 2 == 1) & (c % 2 == 0))
     r, c = r + swap, c - swap
     return ((c // 2) * 2 * rows + 2 * r + c % 2).reshape(-1)
+
+
+@lru_cache(maxsize=8)
+def _offsets(rows: int, ncols: int, word_bytes: int) -> np.ndarray:
+    """`meta_offsets`, computed once per shape (read-only)."""
+    out = meta_offsets(rows, ncols, word_bytes)
+    out.flags.writeable = False
+    return out
+
+
+_VALID = np.zeros(16, dtype=bool)
+_VALID[list(VALID_NIBBLES)] = True
+"""``_VALID[nibble]``: whether a nibble is one of `VALID_NIBBLES`."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode(idx, q, offsets, meta):  # type: ignore[no-untyped-def]
+    """Words of the ``(rows, k // 2)`` uint8 indices into ``meta.flat[offsets]``: word
+    ``(r, c)`` holds the nibbles ``i0 | i1 << 2`` of blocks ``c*q .. c*q+q-1`` of row
+    ``r``, first block lowest.  Returns the flat ``(row, block)`` position of the first
+    block whose indices are not strictly increasing in ``[0, 4)``, or -1."""
+    rows, half = idx.shape
+    blocks = half // 2
+    ncols = blocks // q
+    for r in range(rows):
+        for c in range(ncols):
+            word = 0
+            for j in range(q):
+                b = c * q + j
+                i0 = idx[r, 2 * b]
+                i1 = idx[r, 2 * b + 1]
+                if i0 >= i1 or i1 > 3:
+                    return r * blocks + b
+                word |= (np.int64(i0) | np.int64(i1) << 2) << (4 * j)
+            meta[offsets[r * ncols + c]] = word
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(stored, q, offsets, valid, idx):  # type: ignore[no-untyped-def]
+    """Inverse of `_encode`: the index pairs of the words ``stored[offsets]`` into
+    ``idx`` ``(rows, k // 2)``; returns the flat ``(row, block)`` position of the first
+    nibble that is not in `VALID_NIBBLES`, or -1."""
+    rows, half = idx.shape
+    blocks = half // 2
+    ncols = blocks // q
+    for r in range(rows):
+        for c in range(ncols):
+            word = np.int64(stored[offsets[r * ncols + c]])
+            for j in range(q):
+                b = c * q + j
+                nib = (word >> (4 * j)) & 0xF
+                if not valid[nib]:
+                    return r * blocks + b
+                idx[r, 2 * b] = nib & 3
+                idx[r, 2 * b + 1] = nib >> 2
+    return -1
 
 
 def _layout(dtype: str, what: str) -> tuple[type[np.signedinteger], int, int]:
@@ -184,24 +244,6 @@ def _check_packed(packed: Any) -> Backend:
     return backend_for(values=packed.values, indices=packed.indices)
 
 
-def _nibbles(idx: np.ndarray, rows: int, k: int) -> np.ndarray:
-    """``i0 | i1 << 2`` per block, ``(rows, k // 4)``; raises on invalid index pairs."""
-    if idx.shape != (rows, k // 2) or idx.dtype != np.uint8:
-        raise ValueError(
-            f"packed indices must be uint8 of shape {(rows, k // 2)}, got {idx.dtype} "
-            f"{idx.shape}"
-        )
-    pairs = idx.reshape(rows, k // 4, 2).astype(np.int64)
-    bad = np.argwhere((pairs[..., 0] >= pairs[..., 1]) | (pairs[..., 1] > 3))
-    if bad.size:
-        r, b = (int(i) for i in bad[0])
-        raise ValueError(
-            f"packed indices of row {r}, block {b} are {pairs[r, b].tolist()}; expected two "
-            f"strictly increasing indices in [0, 4)"
-        )
-    return pairs[..., 0] | pairs[..., 1] << 2
-
-
 def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
     """Export a 2:4 `Packed` matrix as CUTLASS ``(values, meta)`` (SPEC S3.4).
 
@@ -249,15 +291,25 @@ def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
             f"packed values must have shape {(rows, k // 2)}, got {tuple(values.shape)}"
         )
     idx = check.concrete(be, "indices", packed.indices, "to_cutlass")
-    nib = _nibbles(idx, rows, k)
+    if idx.shape != (rows, k // 2) or idx.dtype != np.uint8:
+        raise ValueError(
+            f"packed indices must be uint8 of shape {(rows, k // 2)}, got {idx.dtype} "
+            f"{idx.shape}"
+        )
     q = 2 * np.dtype(word).itemsize
     ncols = k // (4 * q)
-    words = (nib.reshape(rows, ncols, q) << (4 * np.arange(q))).sum(-1)
     unsigned = np.dtype(f"u{np.dtype(word).itemsize}")
-    meta = np.empty(rows * ncols, dtype=word)
-    meta[meta_offsets(rows, ncols, np.dtype(word).itemsize)] = (
-        words.astype(unsigned).view(word).reshape(-1)
-    )
+    meta = np.empty(rows * ncols, dtype=unsigned)
+    bad = _encode(np.ascontiguousarray(idx), q, _offsets(rows, ncols, unsigned.itemsize),
+                  meta)
+    if bad >= 0:
+        r, b = divmod(int(bad), k // 4)
+        pair = idx[r, 2 * b:2 * b + 2].tolist()
+        raise ValueError(
+            f"packed indices of row {r}, block {b} are {pair}; expected two "
+            f"strictly increasing indices in [0, 4)"
+        )
+    meta = meta.view(word)
     return values, be.from_numpy(meta.reshape(rows, ncols), like=values)
 
 
@@ -317,15 +369,16 @@ def from_cutlass(values: Any, meta: Any) -> Packed:
     ncols = k // (4 * q)
     unsigned = np.dtype(f"u{np.dtype(word).itemsize}")
     stored = check.concrete(be, "meta", meta, "from_cutlass").view(unsigned).reshape(-1)
-    words = stored[meta_offsets(rows, ncols, np.dtype(word).itemsize)].reshape(rows, ncols)
-    nib = (words[..., None].astype(np.int64) >> (4 * np.arange(q))) & 0xF
-    nib = nib.reshape(rows, k // 4)
-    bad = np.argwhere(~np.isin(nib, VALID_NIBBLES))
-    if bad.size:
-        r, b = (int(i) for i in bad[0])
+    idx = np.empty((rows, half), dtype=np.uint8)
+    bad = _decode(np.ascontiguousarray(stored), q,
+                  _offsets(rows, ncols, unsigned.itemsize), _VALID, idx)
+    if bad >= 0:
+        r, b = divmod(int(bad), k // 4)
+        c, j = divmod(b, q)
+        offset = _offsets(rows, ncols, unsigned.itemsize)[r * ncols + c]
+        nibble = int(stored[offset]) >> (4 * j) & 0xF
         raise ValueError(
-            f"meta holds nibble {int(nib[r, b])} for row {r}, block {b} (dense columns "
+            f"meta holds nibble {nibble} for row {r}, block {b} (dense columns "
             f"{4 * b}:{4 * b + 4}); expected one of {VALID_NIBBLES}"
         )
-    idx = np.stack((nib & 3, nib >> 2), axis=-1).reshape(rows, half).astype(np.uint8)
     return Packed(values, be.from_numpy(idx, like=values), 2, 4, (rows, k), 1)

@@ -9,6 +9,11 @@ every real dtype.  `unpack` and `spmm` check on concrete input that every index 
 indices cannot be checked and are trusted, as they come from `pack` or a validated
 container.  The array work is compiled once per shape, dtype and pattern (``n`` and
 ``m`` static) and inlined inside a caller's ``jax.jit``.
+
+Concrete arrays on the CPU take the reference backend's fused Numba kernels instead
+(`block_nnz`, `pack`, `unpack`: the NumPy view of the array, the kernel, one copy back
+into a JAX array), which give the same bits in one pass per block; traced arrays and
+arrays on other devices take the compiled path above and stay where they are.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from spikenm.reference import packing as host
 
 from .arrays import is_traced
 from .blocks import from_blocks, to_blocks
@@ -48,7 +55,31 @@ def nonzero(x: jax.Array) -> jax.Array:
     return (bits & magnitude) != 0
 
 
-@partial(jax.jit, static_argnames=("m",))
+def _on_host(*arrays: jax.Array) -> bool:
+    """Whether every array is concrete and lives on the CPU (then the reference kernels
+    run on its memory)."""
+    for a in arrays:
+        if is_traced(a):
+            return False
+        try:
+            if any(d.platform != "cpu" for d in a.devices()):
+                return False
+        except AttributeError:  # not a jax.Array (a NumPy array handed in directly)
+            pass
+    return True
+
+
+def _to_jax(a: np.ndarray) -> jax.Array:
+    """A fresh NumPy result as a JAX array: through DLPack where the dtype allows it
+    (no extra pass on the CPU), else `jnp.asarray` (bfloat16, which DLPack lacks)."""
+    if a.dtype.name != "bfloat16":
+        try:
+            return jnp.from_dlpack(a)
+        except (BufferError, TypeError, RuntimeError, ValueError):
+            pass
+    return jnp.asarray(a)
+
+
 def block_nnz(x: jax.Array, m: int) -> jax.Array:
     """Number of non-zero entries in each block of ``m`` along the last axis.
 
@@ -65,10 +96,18 @@ def block_nnz(x: jax.Array, m: int) -> jax.Array:
     Array([[2, 1]], dtype=int32)
     """
     count = jax.dtypes.canonicalize_dtype(np.int64)
+    if _on_host(x):
+        return _to_jax(host.block_nnz(np.asarray(x), m).astype(count, copy=False))
+    return _block_nnz(x, m)
+
+
+@partial(jax.jit, static_argnames=("m",))
+def _block_nnz(x: jax.Array, m: int) -> jax.Array:
+    """`block_nnz` compiled per shape (traced or non-CPU arrays)."""
+    count = jax.dtypes.canonicalize_dtype(np.int64)
     return jnp.sum(nonzero(to_blocks(x, m)), axis=-1, dtype=count)
 
 
-@partial(jax.jit, static_argnames=("n", "m"))
 def pack(w: jax.Array, keep: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.Array]:
     """Packed ``(values, indices)`` of the entries of ``w`` where ``keep != 0``.
 
@@ -80,8 +119,9 @@ def pack(w: jax.Array, keep: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.
     The ``n`` selected positions in ascending order are the first ``n`` entries of
     ``sort(where(sel, i, m))``; ``values`` gathers ``w`` there, with 0 at padded positions,
     and ``indices`` holds the positions as uint8 (SPEC S3.1).  A block keeping more than
-    ``n`` entries is not detected here (no values under ``jit``): `spikenm.api.pack`
-    refuses it beforehand.
+    ``n`` entries is not detected under ``jit`` (no values): `spikenm.api.pack` refuses
+    it beforehand; concrete CPU arrays go through the reference kernel, which raises
+    ``ValueError`` on it.
 
     Examples
     --------
@@ -89,14 +129,28 @@ def pack(w: jax.Array, keep: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.
     >>> v, i
     (Array([0., 5.], dtype=float32), Array([0, 1], dtype=uint8))
     """
+    if _on_host(w, keep):
+        values, indices = host.pack(np.asarray(w), np.asarray(keep), n, m)
+        return _to_jax(values), _to_jax(indices)
+    return _pack(w, keep, n, m)
+
+
+@partial(jax.jit, static_argnames=("n", "m"))
+def _pack(w: jax.Array, keep: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.Array]:
+    """`pack` compiled per shape and pattern (traced or non-CPU arrays)."""
     kept = nonzero(to_blocks(keep, m))
     count = jnp.sum(kept, axis=-1, keepdims=True, dtype=jnp.int32)
     unkept_so_far = jnp.cumsum(~kept, axis=-1, dtype=jnp.int32)
     selected = kept | (unkept_so_far <= n - count)
     position = jnp.arange(m, dtype=jnp.int32)
     idx = jnp.sort(jnp.where(selected, position, m), axis=-1)[..., :n]
-    taken = jnp.take_along_axis(to_blocks(w, m), idx, axis=-1)
-    values = jnp.where(jnp.take_along_axis(kept, idx, axis=-1), taken, jnp.zeros((), w.dtype))
+    floating = jnp.issubdtype(w.dtype, jnp.floating)
+    source = jax.lax.bitcast_convert_type(w, _UNSIGNED[w.dtype.itemsize]) if floating else w
+    taken = jnp.take_along_axis(to_blocks(source, m), idx, axis=-1)
+    values = jnp.where(jnp.take_along_axis(kept, idx, axis=-1), taken,
+                       jnp.zeros((), source.dtype))
+    if floating:  # selected as bits: XLA's select would flush subnormals to zero
+        values = jax.lax.bitcast_convert_type(values, w.dtype)
     return from_blocks(values), from_blocks(idx.astype(jnp.uint8))
 
 
@@ -129,6 +183,14 @@ def unpack(values: jax.Array, indices: jax.Array, n: int, m: int) -> jax.Array:
     >>> unpack(jnp.array([5.0, 7.0]), jnp.array([1, 3], dtype=jnp.uint8), 2, 4)
     Array([0., 5., 0., 7.], dtype=float32)
     """
+    if _on_host(values, indices):
+        vals, idx = np.asarray(values), np.asarray(indices)
+        width = vals.shape[-1]
+        dense, bad = host.unpack_bits(host._bits(vals).reshape(-1),  # noqa: SLF001
+                                      np.ascontiguousarray(idx).reshape(-1), n, m)
+        if bad >= 0:
+            _check_indices(indices, n, m)  # raises, naming the first bad index
+        return _to_jax(dense.view(vals.dtype).reshape(*vals.shape[:-1], width // n * m))
     _check_indices(indices, n, m)
     return _unpack(values, indices, n, m)
 

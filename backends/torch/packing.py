@@ -1,14 +1,21 @@
 """The packed N:M format on torch tensors (SPEC S3.1-S3.3, S3.6), for every real dtype.
 
-Only elementwise ops, cumulative sums, ``scatter`` and ``gather`` are used (no sort, no
-top-k).  `pack` and `unpack` move the values as a signed-integer view of their bits, so
-every real dtype (float16, bfloat16, unsigned integers that torch computes little with,
-bool) comes back bit for bit, ``-0.0`` and NaN payloads included, on every device.
+On CPU tensors `block_nnz`, `pack` and `unpack` run the reference backend's fused Numba
+kernels on the tensors' memory (zero-copy NumPy views of the bits, results wrapped with
+``torch.from_numpy``): one pass per block instead of the dozen tensor ops of the device
+path, and the same bits.  On other devices only elementwise ops, cumulative sums,
+``scatter`` and ``gather`` are used (no sort, no top-k), so the tensors stay on their
+device.  Either way `pack` and `unpack` move the values as an integer view of their
+bits, so every real dtype (float16, bfloat16, unsigned integers that torch computes
+little with, bool) comes back bit for bit, ``-0.0`` and NaN payloads included.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from spikenm.reference import packing as host
 
 from .blocks import from_blocks, to_blocks
 
@@ -37,16 +44,54 @@ def _bits(x: torch.Tensor) -> torch.Tensor:
     return x.view(_BITS[x.element_size()])
 
 
+def _on_host(*tensors: torch.Tensor) -> bool:
+    """Whether every tensor is a plain strided CPU tensor with memory (then the reference
+    kernels run on it); not while ``torch.compile`` traces, nor for the wrapped tensors
+    of ``torch.func`` transforms or tensor subclasses such as fake tensors."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(
+        t.device.type == "cpu" and t.layout == torch.strided
+        and type(t) in (torch.Tensor, torch.nn.Parameter)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)  # noqa: SLF001
+        for t in tensors
+    )
+
+
+def _host_bits(x: torch.Tensor) -> np.ndarray:
+    """Flat unsigned NumPy view of the bits of a CPU tensor (a copy only when ``x`` is
+    not contiguous)."""
+    flat = _bits(x.detach().contiguous()).reshape(-1).numpy()
+    return flat.view(f"u{flat.dtype.itemsize}")
+
+
+def _magnitude(dtype: torch.dtype) -> np.generic:
+    """`spikenm.reference.packing.magnitude` of a torch dtype (S3.3 ``!= 0`` on bits)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    kind = "f" if dtype.is_floating_point else "u"
+    return host.magnitude(np.dtype(f"{kind}{size}"))
+
+
+def _from_host(bits: np.ndarray, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """Tensor of ``dtype`` and ``shape`` over the unsigned NumPy ``bits`` (no copy)."""
+    signed = bits.view(f"i{bits.dtype.itemsize}")
+    return torch.from_numpy(signed).view(dtype).reshape(shape)
+
+
 def block_nnz(x: torch.Tensor, m: int) -> torch.Tensor:
     """Number of non-zeros in each block of ``m`` along the last axis.
 
-    Returns an int64 tensor of shape ``(..., K // m)``.
+    Returns an int64 tensor of shape ``(..., K // m)``; on CPU computed by the reference
+    kernel on the tensor's bits.
 
     Examples
     --------
     >>> block_nnz(torch.tensor([0.0, 5.0, 0.0, 7.0, 1.0, 1.0, 1.0, 0.0]), 4)
     tensor([2, 3])
     """
+    if _on_host(x):
+        counts = host.nnz_bits(_host_bits(x), _magnitude(x.dtype), m)
+        return torch.from_numpy(counts).reshape(*x.shape[:-1], x.shape[-1] // m)
     return torch.sum(to_blocks(x != 0, m), dim=-1)
 
 
@@ -74,8 +119,10 @@ def pack(
     smallest unused indices; the ``n`` indices of a block are ascending.  ``values``
     has ``w``'s dtype, ``indices`` is uint8, both of shape ``(..., G * n)``.
 
-    Entries are scattered into ``n + 1`` slots per block; slot ``n`` collects the
-    entries that are not stored and is dropped.
+    On CPU this is the reference backend's fused kernel (`spikenm.reference.packing.
+    pack_bits`), which also raises ``ValueError`` on a block keeping more than ``n``.
+    On other devices entries are scattered into ``n + 1`` slots per block; slot ``n``
+    collects the entries that are not stored and is dropped.
 
     Examples
     --------
@@ -83,6 +130,15 @@ def pack(
     >>> pack(w, w, 2, 4)
     (tensor([[5., 7., 0., 3.]]), tensor([[1, 3, 0, 2]], dtype=torch.uint8))
     """
+    if _on_host(w, keep):
+        return _pack_on_host(w, keep, n, m)
+    return _pack_on_device(w, keep, n, m)
+
+
+def _pack_on_device(
+    w: torch.Tensor, keep: torch.Tensor, n: int, m: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pack` by tensor ops (any device, traceable by ``torch.compile``)."""
     kept = to_blocks(keep != 0, m)
     slot = _slots(kept, n)
     position = torch.arange(m, device=w.device).expand(kept.shape)
@@ -94,6 +150,20 @@ def pack(
     return from_blocks(values), from_blocks(indices.to(torch.uint8))
 
 
+def _pack_on_host(
+    w: torch.Tensor, keep: torch.Tensor, n: int, m: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pack` of CPU tensors by the reference kernel."""
+    bits = _host_bits(w)
+    keep_bits = bits if keep is w else _host_bits(keep)
+    values, indices, bad = host.pack_bits(bits, keep_bits, _magnitude(keep.dtype), n, m)
+    k = w.shape[-1]
+    if bad >= 0:
+        raise host.pack_error(bad, k, n, m)
+    shape = (*w.shape[:-1], k // m * n)
+    return _from_host(values, w.dtype, shape), torch.from_numpy(indices).reshape(shape)
+
+
 def unpack(values: torch.Tensor, indices: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Dense ``(..., G * m)`` tensor with ``values`` scattered to their ``indices`` in
     zeros (SPEC S3.1): ``dense[..., g*m + indices[..., g*n + j]] = values[..., g*n + j]``;
@@ -103,7 +173,17 @@ def unpack(values: torch.Tensor, indices: torch.Tensor, n: int, m: int) -> torch
     --------
     >>> unpack(torch.tensor([5.0, 7.0]), torch.tensor([1, 3], dtype=torch.uint8), 2, 4)
     tensor([0., 5., 0., 7.])
+
+    On CPU the reference kernel writes each block once and raises ``ValueError`` naming
+    the first index ``>= m``.
     """
+    if _on_host(values, indices):
+        width = values.shape[-1]
+        idx = indices.detach().contiguous().reshape(-1).numpy()
+        dense, bad = host.unpack_bits(_host_bits(values), idx, n, m)
+        if bad >= 0:
+            raise host.bad_index_error(idx.reshape(-1, width), bad, n, m)
+        return _from_host(dense, values.dtype, (*values.shape[:-1], width // n * m))
     vals = to_blocks(_bits(values), n)
     idx = to_blocks(indices, n).to(torch.int64)
     dense = torch.zeros((*vals.shape[:-1], m), dtype=vals.dtype, device=values.device)

@@ -35,8 +35,9 @@ def pin_threads(threads: int = 1) -> dict[str, Any]:
     ``threads``; returns what was set, for the report header."""
     if threads < 1:
         raise ValueError(f"threads={threads!r} is invalid; expected an integer >= 1")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMBA_NUM_THREADS"):
+    # Numba's own variable is left alone: changing it after its thread pool started makes
+    # the next compilation fail; `numba.set_num_threads` below is the supported way.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     info: dict[str, Any] = {"threads": threads}
     try:
