@@ -76,6 +76,49 @@ def positive_in_dtype(name: str, value: Any, dtype: str) -> float:
     return value
 
 
+TRACED_SCALARS = ("jax",)
+"""Backends whose sampler and loss take a temperature or scale as a 0-d array, so a
+caller's ``jax.jit`` can trace it (SPEC S0.5)."""
+
+
+def positive_scalar(be: Backend, name: str, value: Any, dtype: str) -> Any:
+    """A temperature or scale for backend ``be``: what `positive_in_dtype` accepts, or,
+    for the backends of `TRACED_SCALARS`, a 0-d real array of that framework.
+
+    A 0-d array with values (outside ``jax.jit``) is checked like a Python number and
+    returned as a Python float.  A traced one (``be.all_finite`` says ``None``: no
+    values) cannot be checked for ``> 0`` and finiteness, so only its shape and dtype
+    are; it is returned cast to ``dtype``, so that the result keeps the arrays' dtype
+    (S0.4) and annealing it inside ``jax.jit`` does not recompile.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spikenm.dispatch import backend_named
+    >>> positive_scalar(backend_named("numpy"), "scale", 2, "float64")
+    2.0
+    """
+    if isinstance(value, numbers.Real) or be.name not in TRACED_SCALARS:
+        return positive_in_dtype(name, value, dtype)
+    from .dispatch import framework_of
+
+    kind = None if not hasattr(value, "shape") else framework_of(value, name)
+    if kind != be.name:
+        raise TypeError(
+            f"{name} must be a real number or a 0-d {be.name} array, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if tuple(value.shape) != ():
+        raise ValueError(f"{name} must be a 0-d array (a scalar), got shape "
+                         f"{tuple(value.shape)}")
+    kind_dt = np.dtype(value.dtype)
+    if kind_dt.kind not in "fiu":
+        raise TypeError(f"{name} must be a real number, got a {kind_dt.name} array")
+    if be.all_finite(value) is None:
+        return value.astype(dtype)
+    return positive_in_dtype(name, float(value), dtype)
+
+
 def unit_interval(name: str, value: Any) -> float:
     """A Python float in ``[0, 1]`` (decays)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

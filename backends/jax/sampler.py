@@ -77,12 +77,12 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
     ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1 (the
     entry is picked for good and leaves the later softmaxes); returns ``s = sum_j a_j``.
-    The ``n`` steps are a ``lax.scan`` (unrolled for ``n <= 16``).  The ``-inf`` branch is
-    a ``jnp.where`` whose other branch takes the log of a safe value (1 where
-    ``a_j == 1``), so autodiff gives it a zero derivative without a ``0 * inf`` and the
-    gradient is exactly the reverse recursion of SPEC S1.5.  The block maximum of
-    ``alpha_j`` is subtracted before the division by ``tau`` (`_shift_to_zero`), so the
-    "rounds to 1" test sees the reference's ``a_j`` under ``jax.jit`` too.
+    A ``jax.custom_vjp`` (`_successive`): the forward keeps ``a_1..a_n``, the backward
+    is the exact reverse recursion of SPEC S1.5 (and the temperature's cotangent, so
+    a traced temperature can be differentiated too).  The block maximum of ``alpha_j``
+    is subtracted before the division by ``tau`` (`_shift_to_zero`), so the "rounds to
+    1" test sees the reference's ``a_j`` under ``jax.jit`` too.  ``temperature`` may be
+    a traced 0-d array: it is an argument of the compiled function, not a constant.
 
     Examples
     --------
@@ -90,21 +90,72 @@ def relaxed_topn(scores: jax.Array, n: int, m: int, temperature: float) -> jax.A
     >>> jnp.round(s, 3)
     Array([1., 0., 1., 0.], dtype=float32)
     """
-    alpha = to_blocks(scores, m)
+    v = to_blocks(scores, m)
+    tau = jnp.asarray(temperature, v.dtype)
+    return from_blocks(_successive(v, tau, n))
 
-    def step(
-        carry: tuple[jax.Array, jax.Array], _: None
-    ) -> tuple[tuple[jax.Array, jax.Array], None]:
-        alpha, s = carry
-        a = softmax_block(_shift_to_zero(alpha) / temperature)
+
+def _steps(v: jax.Array, tau: jax.Array, n: int) -> list[jax.Array]:
+    """``a_1..a_n`` of S1.3 for the blocks ``v`` (``(..., G, m)``), a Python loop of
+    ``n`` steps (traced once: ``n`` is static).  ``alpha_{j+1}`` takes the log of 1 where
+    ``a_j == 1`` and is ``-inf`` there; ``alpha_{n+1}`` is not computed."""
+    alpha = v
+    steps = []
+    for j in range(n):
+        a = softmax_block(_shift_to_zero(alpha) / tau)
+        steps.append(a)
+        if j + 1 < n:
+            rest = 1.0 - a
+            alive = rest > 0
+            lowered = alpha + jnp.log(jnp.where(alive, rest, jnp.ones_like(rest)))
+            alpha = jnp.where(alive, lowered, -jnp.inf)
+    return steps
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _successive(v: jax.Array, tau: jax.Array, n: int) -> jax.Array:
+    """``s = sum_j a_j`` (S1.3) of the blocks ``v`` with its exact VJP (S1.5)."""
+    return _successive_fwd(v, tau, n)[0]
+
+
+def _successive_fwd(
+    v: jax.Array, tau: jax.Array, n: int
+) -> tuple[jax.Array, tuple[tuple[jax.Array, ...], jax.Array]]:
+    steps = _steps(v, tau, n)
+    s = steps[0]
+    for a in steps[1:]:
+        s = s + a
+    return s, (tuple(steps), tau)
+
+
+def _successive_bwd(
+    n: int, res: tuple[tuple[jax.Array, ...], jax.Array], cot: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """SPEC S1.5: ``galpha_{n+1} = 0``; for ``j = n..1``:
+    ``ga_j = G - galpha_{j+1} * [1 - a_j > 0] / (1 - a_j)``,
+    ``gz_j = a_j * (ga_j - sum_block(ga_j * a_j))``, ``galpha_j = galpha_{j+1} + gz_j / tau``.
+
+    The temperature's cotangent is ``-sum_j <gz_j, z_j> / tau`` with
+    ``z_j = (alpha_j - max) / tau``; since ``gz_j`` sums to 0 over a block and
+    ``z_j = log a_j + const``, it is ``-sum_j <gz_j, log a_j> / tau`` (0 where
+    ``a_j = 0``, where ``gz_j`` is 0 too).
+    """
+    steps, tau = res
+    galpha = jnp.zeros_like(cot)
+    gtau = jnp.zeros((), cot.dtype)
+    for j in range(n - 1, -1, -1):
+        a = steps[j]
         rest = 1.0 - a
         alive = rest > 0
-        lowered = alpha + jnp.log(jnp.where(alive, rest, jnp.ones_like(rest)))
-        return (jnp.where(alive, lowered, -jnp.inf), s + a), None
+        ga = cot - jnp.where(alive, galpha / jnp.where(alive, rest, 1.0), 0.0)
+        gz = a * (ga - jnp.sum(ga * a, axis=-1, keepdims=True))
+        galpha = galpha + gz / tau
+        positive = a > 0
+        gtau = gtau - jnp.sum(gz * jnp.where(positive, jnp.log(jnp.where(positive, a, 1.0)), 0.0))
+    return galpha, (gtau / tau).astype(tau.dtype)
 
-    start = (alpha, jnp.zeros_like(alpha))
-    (_, s), _ = lax.scan(step, start, None, length=n, unroll=_unroll(n))
-    return from_blocks(s)
+
+_successive.defvjp(_successive_fwd, _successive_bwd)
 
 
 def _shift_to_zero(alpha: jax.Array) -> jax.Array:

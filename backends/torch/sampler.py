@@ -1,8 +1,12 @@
 """The N:M mask sampler on torch tensors (SPEC S1.1-S1.5, S1.7).
 
-Forward functions are written with differentiable torch ops, so autograd gives the
-gradients of SPEC S1.5; the ``*_vjp`` functions run ``torch.func.vjp`` over the same
-forward functions instead of a second, hand-written formula.
+`relaxed_topn` and `sample_mask` are one ``torch.autograd.Function`` each (`_Relaxed`):
+the forward runs the successive softmax of SPEC S1.3 and keeps its steps ``a_j``, the
+backward runs the exact reverse recursion of S1.5.  Both work in the ``(m, B)`` layout
+of `_rows` (block entries as rows), where the per-block max, sum and dot products are
+elementwise operations across ``m`` rows and vectorize; the ``*_vjp`` functions run the
+same two recursions without autograd.  The node traces under
+``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,149 @@ __all__ = [
 ]
 
 
+def _rows(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``(..., K)`` as the contiguous ``(m, B)`` layout: column ``b`` is block ``b`` (of
+    all ``B = numel / m`` blocks in C order), row ``i`` its entry ``i``.  A reduction over
+    a block is then an elementwise operation across ``m`` rows of length ``B``, which
+    vectorizes; a last axis of length ``m`` does not."""
+    return x.reshape(-1, m).t().contiguous()
+
+
+def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of `_rows`: ``(m, B)`` back to the shape of ``like``."""
+    return x.t().reshape(like.shape)
+
+
+def _topn_rows(v: torch.Tensor, n: int) -> torch.Tensor:
+    """Hard top-n of every column of the ``(m, B)`` layout (SPEC S1.2), as a bool
+    ``(m, B)`` tensor.
+
+    ``rank_i = #{j : v_j > v_i} + #{j < i : v_j == v_i}``.  For ``m <= 16``: one
+    comparison per pair ``j < i``, ``c = [v_j >= v_i]`` counts for ``i`` (the lower index
+    wins a tie) and ``1 - c = [v_i > v_j]`` for ``j`` (``m (m - 1) / 2`` row operations,
+    the fewest passes over memory); for larger ``m``: per row ``i``, the two comparisons
+    with the rows above and below summed over rows (``m`` operations, so the number of
+    calls stays linear in ``m``).  No sort, no in-place update (so ``torch.func.vmap``
+    applies).
+    """
+    m = v.shape[0]
+    if m > 16:
+        return torch.stack([
+            (v[:i] >= v[i : i + 1]).sum(dim=0) + (v[i + 1 :] > v[i : i + 1]).sum(dim=0) < n
+            for i in range(m)
+        ])
+    rows = list(v.unbind(0))
+    rank: list[torch.Tensor | int] = [0] * m
+    for i in range(1, m):
+        for j in range(i):
+            c = (rows[j] >= rows[i]).to(torch.uint8)
+            rank[i] = rank[i] + c
+            rank[j] = rank[j] + (1 - c)
+    return torch.stack([r < n for r in rank])  # type: ignore[operator]
+
+
+def _successive_rows(
+    v: torch.Tensor, n: int, tau: float, keep: bool
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Soft mask ``s`` of S1.3 on the ``(m, B)`` layout, and, with ``keep``, the steps
+    ``a_1..a_n`` (each ``(m, B)``) the VJP needs (else an empty list).
+
+    ``a_j = softmax(alpha_j / tau)`` literally (quotient in the dtype, then
+    ``torch.softmax`` over the ``m`` rows, which subtracts the column maximum and
+    vectorizes across the columns); ``alpha_{j+1} = alpha_j +
+    log(1 - a_j)``, where ``log(0) = -inf`` is exactly S1.3's ``-inf`` rule for an entry
+    with ``a_j == 1`` (``alpha`` is never ``+inf``, so no NaN).  ``alpha_{n+1}`` is not
+    computed.
+    """
+    kept = []
+    alpha = v
+    s = torch.zeros_like(v)
+    for j in range(n):
+        a = torch.softmax(alpha / tau, dim=0)
+        if keep:
+            kept.append(a)
+        s = s + a
+        if j + 1 < n:
+            alpha = alpha + torch.log(1.0 - a)
+    return s, kept
+
+
+def _successive_vjp_rows(
+    steps: list[torch.Tensor] | tuple[torch.Tensor, ...], tau: float, cot: torch.Tensor
+) -> torch.Tensor:
+    """``galpha_1``, the exact reverse of S1.3 given in SPEC S1.5, on the ``(m, B)``
+    layout: ``galpha_{n+1} = 0``; for ``j = n..1``:
+    ``ga_j = G - galpha_{j+1} * [1 - a_j > 0] / (1 - a_j)``,
+    ``galpha_j = galpha_{j+1} + a_j * (ga_j - sum_block(ga_j * a_j)) / tau``.
+    Where ``a_j == 1`` the ``-inf`` branch is constant and contributes nothing; there
+    every later ``a_k`` is exactly 0, so ``galpha_{j+1}`` is exactly 0 and the quotient
+    by ``1 - a_j`` clamped at the smallest normal number is 0 as well: equal to the
+    masked quotient of S1.5 whenever the gradients are finite (a clamp is several times
+    faster than a masked select on CPU).  ``sum_block`` adds the ``m`` rows in index
+    order (`_row_sum`), as the reference does: in a saturated block ``ga_j - sum`` cancels
+    and the order of the terms decides what is left.  The product is grouped as S1.5 writes it (``a_j * (ga_j - sum)``, not
+    ``a_j * ga_j - a_j * sum`` as ``torch``'s softmax backward does: in a saturated
+    block the two round differently).
+    """
+    galpha: torch.Tensor | None = None
+    tiny = torch.finfo(cot.dtype).tiny
+    for j in range(len(steps) - 1, -1, -1):
+        a = steps[j]
+        ga = cot if galpha is None else cot - galpha / (1.0 - a).clamp(min=tiny)
+        step = a * (ga - _row_sum(ga * a)) / tau
+        galpha = step if galpha is None else galpha + step
+    assert galpha is not None  # n >= 1
+    return galpha
+
+
+def _row_sum(t: torch.Tensor) -> torch.Tensor:
+    """``((t_0 + t_1) + t_2) + ...`` over the ``m`` rows, shape ``(1, B)``: the
+    reference's order of summation, elementwise across the columns."""
+    total = t[0:1]
+    for i in range(1, t.shape[0]):
+        total = total + t[i : i + 1]
+    return total
+
+
+class _Relaxed(torch.autograd.Function):
+    """``s = relaxed_topn(keys)`` (SPEC S1.3) with its exact VJP (S1.5) as one autograd
+    node; with ``hard`` the values are ``topn(keys)`` (S1.2) and the gradient still that
+    of ``s`` (straight-through, S1.4).  ``factor`` multiplies the gradient (the logit
+    scale of S1.5 when the keys are ``scale * logits + noise``, computed inside so the
+    node's input is the logits themselves).  The outputs after the first are the steps
+    ``a_1..a_n`` for the backward (always returned: under ``torch.func`` transforms the
+    inputs do not show ``requires_grad``; unused, they are freed with the call)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        logits: torch.Tensor, noise: torch.Tensor | None, n: int, m: int, tau: float,
+        scale: float, hard: bool,
+    ) -> torch.Tensor:
+        keys = logits if noise is None else scale * logits + noise
+        v = _rows(keys, m)
+        s, steps = _successive_rows(v, n, tau, True)
+        out = _topn_rows(v, n).to(keys.dtype) if hard else s
+        return (_unrows(out, keys), *steps)
+
+    @staticmethod
+    def setup_context(ctx: object, inputs: tuple, output: tuple) -> None:
+        _, noise, n, m, tau, scale, _ = inputs
+        ctx.tau, ctx.m = tau, m
+        ctx.factor = 1.0 if noise is None else scale
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(*output[1:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: object, cot: torch.Tensor, *_: object) -> tuple:
+        g = _successive_vjp_rows(ctx.saved_tensors, ctx.tau, _rows(cot, ctx.m))
+        if ctx.factor != 1.0:
+            g = ctx.factor * g
+        return _unrows(g, cot), None, None, None, None, None, None
+
+
 def topn_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Hard top-n mask of every block of ``m`` along the last axis (SPEC S1.2).
 
@@ -26,23 +173,18 @@ def topn_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     ``rank_i = #{j : v_j > v_i} + #{j < i : v_j == v_i} < n``
 
     so ties go to the lower index and every block keeps exactly ``n`` entries.  The rank
-    is accumulated over ``j`` with one comparison of the block against its ``j``-th entry
-    per step: memory ``O(K)``, a fixed number of steps, no sort, deterministic on every
-    device.  The result has the dtype of ``scores`` (values 0 and 1) and no gradient.
+    is accumulated over ``j`` in the ``(m, B)`` layout of `_rows` (one comparison of row
+    ``j`` against the others per step): memory ``O(K)``, a fixed number of steps, no
+    sort, deterministic on every device.  The result has the dtype of ``scores``
+    (values 0 and 1) and no gradient.
 
     Examples
     --------
     >>> topn_mask(torch.tensor([0.3, 0.1, 0.3, 0.2]), 2, 4)
     tensor([1., 0., 1., 0.])
     """
-    v = to_blocks(scores.detach(), m)
-    position = torch.arange(m, device=v.device)
-    rank = torch.zeros(v.shape, dtype=torch.int32, device=v.device)
-    for j in range(m):
-        vj = v[..., j : j + 1]
-        before = (vj > v) | ((vj == v) & (position > j))
-        rank = rank + before.to(torch.int32)
-    return from_blocks((rank < n).to(scores.dtype))
+    v = scores.detach()
+    return _unrows(_topn_rows(_rows(v, m), n).to(scores.dtype), v)
 
 
 def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> torch.Tensor:
@@ -50,10 +192,10 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
 
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
     ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1;
-    returns ``s = sum_j a_j``.  The ``-inf`` branch is a ``torch.where`` whose other
-    branch takes the log of a safe value, so autograd gives it a zero derivative without
-    a 0 * inf, exactly as SPEC S1.5 states.  ``alpha_{n+1}`` does not enter ``s`` and is
-    not computed.
+    returns ``s = sum_j a_j``.  Forward and backward are one ``torch.autograd.Function``
+    computed in the ``(m, B)`` layout of `_rows`; the forward keeps ``a_1..a_n`` and the
+    backward is the exact reverse recursion of SPEC S1.5 (the ``-inf`` branch has zero
+    derivative).  Traceable by ``torch.compile(fullgraph=True)``.
 
     Examples
     --------
@@ -61,17 +203,7 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
     >>> torch.round(s, decimals=3)
     tensor([1., 0., 1., 0.])
     """
-    alpha = to_blocks(scores, m)
-    s = torch.zeros_like(alpha)
-    for j in range(n):
-        a = softmax_block(alpha / temperature)
-        s = s + a
-        if j + 1 < n:
-            rest = 1.0 - a
-            alive = rest > 0
-            step = torch.log(torch.where(alive, rest, torch.ones_like(rest)))
-            alpha = torch.where(alive, alpha + step, torch.full_like(alpha, -torch.inf))
-    return from_blocks(s)
+    return _Relaxed.apply(scores, None, n, m, temperature, 1.0, False)[0]
 
 
 def sample_mask(
@@ -80,11 +212,12 @@ def sample_mask(
 ) -> torch.Tensor:
     """N:M mask from logits and Gumbel noise (SPEC S1.1, S1.3, S1.4).
 
-    Keys ``r = scale * logits + noise``; soft mask ``s = relaxed_topn(r)``.  With
-    ``hard=True`` the result is ``h + (s - s.detach())`` with ``h = topn_mask(r)``: its
-    values are exactly ``h`` and its gradient is that of ``s`` (straight-through); with
-    ``hard=False`` it is ``s``.  Autograd then gives ``scale * VJP_s`` to the logits
-    (SPEC S1.5); the noise receives no gradient.
+    Keys ``r = scale * logits + noise`` (two roundings, as in the reference); soft mask
+    ``s = relaxed_topn(r)``.  With ``hard=True`` the values are exactly
+    ``h = topn_mask(r)`` and the gradient is that of ``s`` (straight-through); with
+    ``hard=False`` the result is ``s``.  The gradient to the logits is
+    ``scale * VJP_s`` (SPEC S1.5); the noise receives none.  One autograd node (keys,
+    hard and soft mask in the forward; the S1.5 recursion in the backward).
 
     Examples
     --------
@@ -94,11 +227,7 @@ def sample_mask(
     tensor([[0., 0., 1., 1., 0., 0., 1., 1.],
             [0., 0., 1., 1., 0., 0., 1., 1.]])
     """
-    keys = scale * logits + noise.detach()
-    s = relaxed_topn(keys, n, m, temperature)
-    if not hard:
-        return s
-    return topn_mask(keys, n, m) + (s - s.detach())
+    return _Relaxed.apply(logits, noise.detach(), n, m, temperature, scale, hard)[0]
 
 
 def block_probs(logits: torch.Tensor, m: int, scale: float) -> torch.Tensor:
@@ -116,10 +245,10 @@ def sample_mask_vjp(
     logits: torch.Tensor, noise: torch.Tensor, n: int, m: int,
     temperature: float, scale: float, hard: bool, cotangent: torch.Tensor,
 ) -> torch.Tensor:
-    """``cotangent``-weighted gradient of `sample_mask` to the logits (SPEC S1.5).
-
-    ``torch.func.vjp`` of `sample_mask` itself, so this is ``scale * VJP_s(cotangent)``
-    for both values of ``hard``; it works under ``torch.no_grad`` too.
+    """``cotangent``-weighted gradient of `sample_mask` to the logits (SPEC S1.5):
+    ``scale * VJP_s(cotangent)`` for both values of ``hard`` (which does not enter), by
+    the same forward and reverse recursions as `sample_mask`'s autograd node; it works
+    under ``torch.no_grad`` too.
 
     Examples
     --------
@@ -128,21 +257,15 @@ def sample_mask_vjp(
     >>> torch.allclose(g, torch.zeros(4), atol=1e-6)
     True
     """
-    noise = noise.detach()
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return sample_mask(x, noise, n, m, temperature, scale, hard)
-
-    x = logits.detach()
-    _, pullback = torch.func.vjp(forward, x)
-    return pullback(as_cotangent(cotangent, x))[0]
+    keys = scale * logits.detach() + noise.detach()
+    return _vjp(keys, n, m, temperature, scale, as_cotangent(cotangent, keys))
 
 
 def relaxed_topn_vjp(
     scores: torch.Tensor, n: int, m: int, temperature: float, cotangent: torch.Tensor,
 ) -> torch.Tensor:
     """``cotangent``-weighted gradient of `relaxed_topn` to the scores (SPEC S1.5,
-    ``VJP_s``), by ``torch.func.vjp`` of `relaxed_topn`.
+    ``VJP_s``), by the recursions of `relaxed_topn`'s autograd node.
 
     Examples
     --------
@@ -150,10 +273,16 @@ def relaxed_topn_vjp(
     >>> torch.allclose(g, torch.zeros(4), atol=1e-6)
     True
     """
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return relaxed_topn(x, n, m, temperature)
-
     x = scores.detach()
-    _, pullback = torch.func.vjp(forward, x)
-    return pullback(as_cotangent(cotangent, x))[0]
+    return _vjp(x, n, m, temperature, 1.0, as_cotangent(cotangent, x))
+
+
+def _vjp(keys: torch.Tensor, n: int, m: int, tau: float, factor: float,
+         cot: torch.Tensor) -> torch.Tensor:
+    """``factor * VJP_s(cot)`` at ``keys`` (S1.5), without autograd."""
+    with torch.no_grad():
+        _, steps = _successive_rows(_rows(keys, m), n, tau, True)
+        g = _successive_vjp_rows(steps, tau, _rows(cot, m))
+        if factor != 1.0:
+            g = factor * g
+        return _unrows(g, keys)
