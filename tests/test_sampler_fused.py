@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from backends.jax import sampler as js
-from backends.torch import sampler as ts
+from spikenm.backends.jax import sampler as js
+from spikenm.backends.torch import sampler as ts
 from spikenm import api
 from spikenm.bench import sampler as bench
 from spikenm.reference import sampler as ref
