@@ -29,6 +29,8 @@ from .sampler import (
 
 name = "numpy"
 differentiable = True
+spmm_bool_input = True
+"""`spmm` takes bool spikes for ``x`` (its event-driven kernel, SPEC S3.6)."""
 
 
 def owns(x: Any) -> bool:
@@ -42,7 +44,7 @@ __all__ = [
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp", "credit_scores",
-    "block_nnz", "pack", "unpack", "spmm", "name", "owns", "BACKEND",
+    "block_nnz", "pack", "unpack", "spmm", "name", "owns", "spmm_bool_input", "BACKEND",
 ]
 
 BACKEND = sys.modules[__name__]

@@ -503,8 +503,8 @@ def spmm(packed: Packed, x: Any) -> Any:
     a sparse kernel (the array-API backend builds it, SPEC S0.7; S3.6).
 
     ``packed`` must be 2-D ``(O, K)`` with blocks along ``K`` (axis 1); ``x`` is ``(K,)``
-    or ``(K, P)`` of the values' dtype (spikes as 0/1 of that dtype), or, on the NumPy
-    backend, bool spikes.  For a linear layer ``y = x @ W.T`` use ``spmm(packed, x.T).T``.
+    or ``(K, P)`` of the values' dtype (spikes as 0/1 of that dtype), or bool spikes on a
+    backend that declares ``spmm_bool_input = True`` (the NumPy reference).  For a linear layer ``y = x @ W.T`` use ``spmm(packed, x.T).T``.
 
     Kernel choice on the NumPy backend (`reference.spmm_kernels.choose_kernel`): the
     event-driven kernel (adds the transposed weight rows of the active inputs only) runs
@@ -536,7 +536,7 @@ def spmm(packed: Packed, x: Any) -> Any:
     k = packed.shape[1]
     if len(x.shape) not in (1, 2) or x.shape[0] != k:
         raise ValueError(f"x must have shape ({k},) or ({k}, P), got {tuple(x.shape)}")
-    if not (be.name == "numpy" and be.dtype_name(x) == "bool"):
+    if not (be.dtype_name(x) == "bool" and getattr(be, "spmm_bool_input", False)):
         check.same_dtype(be, values=packed.values, x=x)
     check.finite(be, "x", x)
     return be.spmm(packed.values, packed.indices, packed.n, packed.m, x)

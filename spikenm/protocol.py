@@ -111,11 +111,12 @@ REQUIRED = tuple(
     name for name in Backend.__dict__
     if not name.startswith("_") and callable(Backend.__dict__[name])
 ) + ("name",)
-OPTIONAL = ("differentiable", "owns", "stop_gradient")
+OPTIONAL = ("differentiable", "owns", "stop_gradient", "spmm_bool_input")
 """Optional members: ``differentiable`` (default True), ``owns(x)``, the type test
 `spikenm.registry.owner_of` asks (``isinstance``, so subclasses count), and
 ``stop_gradient(x)`` (default: ``x`` itself), which a differentiable backend gives so that
-targets built from logits (S2.11 ``gated``) receive no gradient."""
+targets built from logits (S2.11 ``gated``) receive no gradient, and ``spmm_bool_input``
+(default False): True when ``spmm`` takes bool spikes for ``x`` (S3.6)."""
 
 
 def missing_members(backend: object) -> list[str]:

@@ -21,3 +21,19 @@ def random_params(graph: Graph, seed: int, rng: np.random.Generator
                      else rng.uniform(0.5, 1.5, v.shape))
                for key, v in init_buffers(graph, "float64").items()}
     return params, buffers
+
+
+class HostCopyCounter:
+    """A model backend that counts its ``to_numpy`` calls (host copies, S4.16) in
+    ``copies`` and forwards everything else to ``inner``."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.copies = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def to_numpy(self, x: object) -> object:
+        self.copies += 1
+        return self.inner.to_numpy(x)  # type: ignore[attr-defined]

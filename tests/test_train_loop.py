@@ -19,6 +19,8 @@ from spikenm.train.loop import CHECKPOINT, initial_state, train
 from spikenm.train.setup import build_setup
 from spikenm.train.step import train_step
 
+from network_helpers import HostCopyCounter
+
 TINY = ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64", "run.quiet=true",
         "run.eval_every=0"]
 SMALL = ["data.name=digits", "data.train_limit=64", "data.test_limit=32",
@@ -266,19 +268,7 @@ def test_the_hot_loop_makes_no_host_copy_S4_16(monkeypatch) -> None:
         raise AssertionError("the training step copied array values to the host")
 
     setup = build_setup(load_config(None, TINY + ["optim.epochs=1"]))
-    copies = {"n": 0}
-
-    class Counting:
-        def __init__(self, inner):  # type: ignore[no-untyped-def]
-            self.inner = inner
-
-        def __getattr__(self, name):  # type: ignore[no-untyped-def]
-            return getattr(self.inner, name)
-
-        def to_numpy(self, x):  # type: ignore[no-untyped-def]
-            copies["n"] += 1
-            return self.inner.to_numpy(x)
-
+    class Counting(HostCopyCounter):
         def forward_backward(self, *args):  # type: ignore[no-untyped-def]
             for name, fn in real.items():  # the backend itself may check its arrays
                 monkeypatch.setattr(validation, name, fn)
@@ -288,14 +278,15 @@ def test_the_hot_loop_makes_no_host_copy_S4_16(monkeypatch) -> None:
                 for name in real:
                     monkeypatch.setattr(validation, name, refuse)
 
-    setup = replace(setup, model=Counting(setup.model))
+    counter = Counting(setup.model)
+    setup = replace(setup, model=counter)
     state = initial_state(setup)
     monkeypatch.setattr(validation, "nonnegative", refuse)
     monkeypatch.setattr(validation, "finite", refuse)
     cache: dict[int, np.ndarray] = {}
     for _ in range(3):
         state, info = train_step(setup, state, cache)
-    assert copies["n"] == 0
+    assert counter.copies == 0
     assert info.compared > 0 and not isinstance(info.changed, float)
     assert state.method.group("credit/")  # EID ran
 

@@ -20,6 +20,8 @@ from spikenm.train.metrics import progress_line, summary_text
 from spikenm.train.setup import build_setup
 from spikenm.train.state import LogState, log_state_from_arrays, log_state_to_arrays
 
+from network_helpers import HostCopyCounter
+
 TINY = ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64", "run.quiet=true",
         "run.eval_every=0", "optim.epochs=1", "run.log_every=5"]
 MINI = ["data.name=digits", "data.train_limit=128", "data.test_limit=32",
@@ -467,27 +469,15 @@ def test_logging_makes_host_copies_only_at_logging_and_variance_steps(monkeypatc
     """Steps that neither log nor measure copy nothing to the host (S4.16)."""
     from spikenm.train import loop
 
-    counts = {"n": 0}
     seen: list[tuple[int, int]] = []
     real_build, real_step = loop.build_setup, loop.train_step
 
-    class Counting:
-        def __init__(self, inner):  # type: ignore[no-untyped-def]
-            self.inner = inner
-
-        def __getattr__(self, name):  # type: ignore[no-untyped-def]
-            return getattr(self.inner, name)
-
-        def to_numpy(self, x):  # type: ignore[no-untyped-def]
-            counts["n"] += 1
-            return self.inner.to_numpy(x)
-
     def build(cfg):  # type: ignore[no-untyped-def]
         setup = real_build(cfg)
-        return replace(setup, model=Counting(setup.model))
+        return replace(setup, model=HostCopyCounter(setup.model))
 
     def step(setup, state, cache):  # type: ignore[no-untyped-def]
-        seen.append((state.step, counts["n"]))
+        seen.append((state.step, setup.model.copies))
         return real_step(setup, state, cache)
 
     monkeypatch.setattr(loop, "build_setup", build)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["to_blocks", "from_blocks", "softmax_block", "log_softmax_block"]
+__all__ = ["to_blocks", "from_blocks", "softmax_block", "log_softmax_block", "to_rows",
+           "from_rows", "row_max", "row_sum"]
 
 
 def to_blocks(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -42,10 +43,9 @@ def softmax_block(v: torch.Tensor) -> torch.Tensor:
     m = v.shape[-1]
     if m > _ROWS_UP_TO or v.numel() == 0:
         return torch.softmax(v, dim=-1)
-    rows = _rows(v)
-    top = _row_max(rows)
-    e = torch.exp(rows - top)
-    return _unrows(e / _row_sum(e), v)
+    rows = to_rows(v, m)
+    e = torch.exp(rows - row_max(rows))
+    return from_rows(e / row_sum(e), v)
 
 
 def log_softmax_block(v: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,9 @@ def log_softmax_block(v: torch.Tensor) -> torch.Tensor:
     m = v.shape[-1]
     if m > _ROWS_UP_TO or v.numel() == 0:
         return torch.log_softmax(v, dim=-1)
-    rows = _rows(v)
-    shifted = rows - _row_max(rows)
-    return _unrows(shifted - torch.log(_row_sum(torch.exp(shifted))), v)
+    rows = to_rows(v, m)
+    shifted = rows - row_max(rows)
+    return from_rows(shifted - torch.log(row_sum(torch.exp(shifted))), v)
 
 
 _ROWS_UP_TO = 16
@@ -72,24 +72,40 @@ reduction as ``m - 1`` elementwise operations across rows; the sums go in index 
 as the reference adds them."""
 
 
-def _rows(v: torch.Tensor) -> torch.Tensor:
-    """``(..., G, m)`` as a contiguous ``(m, blocks)`` tensor."""
-    return v.reshape(-1, v.shape[-1]).t().contiguous()
+def to_rows(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``(..., K)`` as the contiguous ``(m, B)`` layout: column ``b`` is block ``b`` (of
+    all ``B = numel / m`` blocks in C order), row ``i`` its entry ``i``.  A reduction over
+    a block is then an elementwise operation across ``m`` rows of length ``B``, which
+    vectorizes; a last axis of length ``m`` does not.
+
+    Examples
+    --------
+    >>> to_rows(torch.arange(8), 4)
+    tensor([[0, 4],
+            [1, 5],
+            [2, 6],
+            [3, 7]])
+    """
+    return x.reshape(-1, m).t().contiguous()
 
 
-def _unrows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_rows`: ``(m, B)`` back to the shape of ``like``."""
     return rows.t().reshape(like.shape)
 
 
-def _row_max(rows: torch.Tensor) -> torch.Tensor:
-    top = rows[0]
+def row_max(rows: torch.Tensor) -> torch.Tensor:
+    """The maximum over the ``m`` rows, shape ``(1, B)``."""
+    top = rows[0:1]
     for i in range(1, rows.shape[0]):
-        top = torch.maximum(top, rows[i])
+        top = torch.maximum(top, rows[i : i + 1])
     return top
 
 
-def _row_sum(rows: torch.Tensor) -> torch.Tensor:
-    total = rows[0]
+def row_sum(rows: torch.Tensor) -> torch.Tensor:
+    """``((t_0 + t_1) + t_2) + ...`` over the ``m`` rows, shape ``(1, B)``: the
+    reference's order of summation, elementwise across the columns."""
+    total = rows[0:1]
     for i in range(1, rows.shape[0]):
-        total = total + rows[i]
+        total = total + rows[i : i + 1]
     return total

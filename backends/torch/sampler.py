@@ -3,7 +3,7 @@
 `relaxed_topn` and `sample_mask` are one ``torch.autograd.Function`` each (`_Relaxed`):
 the forward runs the successive softmax of SPEC S1.3 and keeps its steps ``a_j``, the
 backward runs the exact reverse recursion of S1.5.  Both work in the ``(m, B)`` layout
-of `_rows` (block entries as rows), where the per-block max, sum and dot products are
+of `blocks.to_rows` (block entries as rows), where the per-block max, sum and dot products are
 elementwise operations across ``m`` rows and vectorize; the ``*_vjp`` functions run the
 same two recursions without autograd.  The node traces under
 ``torch.compile(fullgraph=True)``.
@@ -14,25 +14,12 @@ from __future__ import annotations
 import torch
 
 from .arrays import as_cotangent
-from .blocks import from_blocks, softmax_block, to_blocks
+from .blocks import from_blocks, from_rows, row_sum, softmax_block, to_blocks, to_rows
 
 __all__ = [
     "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
 ]
-
-
-def _rows(x: torch.Tensor, m: int) -> torch.Tensor:
-    """``(..., K)`` as the contiguous ``(m, B)`` layout: column ``b`` is block ``b`` (of
-    all ``B = numel / m`` blocks in C order), row ``i`` its entry ``i``.  A reduction over
-    a block is then an elementwise operation across ``m`` rows of length ``B``, which
-    vectorizes; a last axis of length ``m`` does not."""
-    return x.reshape(-1, m).t().contiguous()
-
-
-def _unrows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of `_rows`: ``(m, B)`` back to the shape of ``like``."""
-    return x.t().reshape(like.shape)
 
 
 def _topn_rows(v: torch.Tensor, n: int) -> torch.Tensor:
@@ -101,7 +88,7 @@ def _successive_vjp_rows(
     by ``1 - a_j`` clamped at the smallest normal number is 0 as well: equal to the
     masked quotient of S1.5 whenever the gradients are finite (a clamp is several times
     faster than a masked select on CPU).  ``sum_block`` adds the ``m`` rows in index
-    order (`_row_sum`), as the reference does: in a saturated block ``ga_j - sum`` cancels
+    order (`blocks.row_sum`), as the reference does: in a saturated block ``ga_j - sum`` cancels
     and the order of the terms decides what is left.  The product is grouped as S1.5 writes it (``a_j * (ga_j - sum)``, not
     ``a_j * ga_j - a_j * sum`` as ``torch``'s softmax backward does: in a saturated
     block the two round differently).
@@ -111,19 +98,10 @@ def _successive_vjp_rows(
     for j in range(len(steps) - 1, -1, -1):
         a = steps[j]
         ga = cot if galpha is None else cot - galpha / (1.0 - a).clamp(min=tiny)
-        step = a * (ga - _row_sum(ga * a)) / tau
+        step = a * (ga - row_sum(ga * a)) / tau
         galpha = step if galpha is None else galpha + step
     assert galpha is not None  # n >= 1
     return galpha
-
-
-def _row_sum(t: torch.Tensor) -> torch.Tensor:
-    """``((t_0 + t_1) + t_2) + ...`` over the ``m`` rows, shape ``(1, B)``: the
-    reference's order of summation, elementwise across the columns."""
-    total = t[0:1]
-    for i in range(1, t.shape[0]):
-        total = total + t[i : i + 1]
-    return total
 
 
 class _Relaxed(torch.autograd.Function):
@@ -143,10 +121,10 @@ class _Relaxed(torch.autograd.Function):
         scale: float, hard: bool,
     ) -> torch.Tensor:
         keys = logits if noise is None else scale * logits + noise
-        v = _rows(keys, m)
+        v = to_rows(keys, m)
         s, steps = _successive_rows(v, n, tau, True)
         out = _topn_rows(v, n).to(keys.dtype) if hard else s
-        return (_unrows(out, keys), *steps)
+        return (from_rows(out, keys), *steps)
 
     @staticmethod
     def setup_context(ctx: object, inputs: tuple, output: tuple) -> None:
@@ -159,10 +137,10 @@ class _Relaxed(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: object, cot: torch.Tensor, *_: object) -> tuple:
-        g = _successive_vjp_rows(ctx.saved_tensors, ctx.tau, _rows(cot, ctx.m))
+        g = _successive_vjp_rows(ctx.saved_tensors, ctx.tau, to_rows(cot, ctx.m))
         if ctx.factor != 1.0:
             g = ctx.factor * g
-        return _unrows(g, cot), None, None, None, None, None, None
+        return from_rows(g, cot), None, None, None, None, None, None
 
 
 def topn_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -173,7 +151,7 @@ def topn_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     ``rank_i = #{j : v_j > v_i} + #{j < i : v_j == v_i} < n``
 
     so ties go to the lower index and every block keeps exactly ``n`` entries.  The rank
-    is accumulated over ``j`` in the ``(m, B)`` layout of `_rows` (one comparison of row
+    is accumulated over ``j`` in the ``(m, B)`` layout of `blocks.to_rows` (one comparison of row
     ``j`` against the others per step): memory ``O(K)``, a fixed number of steps, no
     sort, deterministic on every device.  The result has the dtype of ``scores``
     (values 0 and 1) and no gradient.
@@ -184,7 +162,7 @@ def topn_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     tensor([1., 0., 1., 0.])
     """
     v = scores.detach()
-    return _unrows(_topn_rows(_rows(v, m), n).to(scores.dtype), v)
+    return from_rows(_topn_rows(to_rows(v, m), n).to(scores.dtype), v)
 
 
 def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> torch.Tensor:
@@ -193,7 +171,7 @@ def relaxed_topn(scores: torch.Tensor, n: int, m: int, temperature: float) -> to
     ``alpha_1 = v``; for ``j = 1..n``: ``a_j = softmax_block(alpha_j / tau)``,
     ``alpha_{j+1} = alpha_j + log(1 - a_j)``, or ``-inf`` where ``a_j`` rounds to 1;
     returns ``s = sum_j a_j``.  Forward and backward are one ``torch.autograd.Function``
-    computed in the ``(m, B)`` layout of `_rows`; the forward keeps ``a_1..a_n`` and the
+    computed in the ``(m, B)`` layout of `blocks.to_rows`; the forward keeps ``a_1..a_n`` and the
     backward is the exact reverse recursion of SPEC S1.5 (the ``-inf`` branch has zero
     derivative).  Traceable by ``torch.compile(fullgraph=True)``.
 
@@ -281,8 +259,8 @@ def _vjp(keys: torch.Tensor, n: int, m: int, tau: float, factor: float,
          cot: torch.Tensor) -> torch.Tensor:
     """``factor * VJP_s(cot)`` at ``keys`` (S1.5), without autograd."""
     with torch.no_grad():
-        _, steps = _successive_rows(_rows(keys, m), n, tau, True)
-        g = _successive_vjp_rows(steps, tau, _rows(cot, m))
+        _, steps = _successive_rows(to_rows(keys, m), n, tau, True)
+        g = _successive_vjp_rows(steps, tau, to_rows(cot, m))
         if factor != 1.0:
             g = factor * g
-        return _unrows(g, keys)
+        return from_rows(g, keys)

@@ -11,6 +11,7 @@ what this machine can do.  Nothing here asserts a speed: timings never go in uni
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -52,7 +53,6 @@ def pin_threads(threads: int = 1) -> dict[str, Any]:
         info["numba"] = numba.get_num_threads()
     except ImportError:
         pass
-    import sys
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         torch.set_num_threads(threads)

@@ -479,11 +479,12 @@ def gradient_point(setup: Any, state: Any, order_cache: dict[int, np.ndarray],
                          f"{step}; the gradient measurement needs its sampler's tau > 0")
     x, y = step_batch(setup, step, order_cache)
     grads: dict[int, list[np.ndarray]] = {k: [] for k in found}
+    fixed = dict(state.params)  # the step's masks on the layers that are not redrawn
+    for k in ms.layers:
+        if k in sm.masks and k not in found:
+            fixed[f"layer{k}.weight"] = weights[k] * sm.masks[k]
     for j in range(k_draws):
-        effective = dict(state.params)
-        for k in ms.layers:
-            if k in sm.masks:
-                effective[f"layer{k}.weight"] = weights[k] * sm.masks[k]
+        effective = dict(fixed)
         noise = {}
         for k, (pi, kappa) in found.items():
             noise[k] = blocks.gumbel(pi, seeds.seed_of(ms.seed, GRADIENT_NOISE, step,
