@@ -18,6 +18,7 @@ import torch
 from spikenm.reference import packing as host
 
 from .blocks import from_blocks, to_blocks
+from .spmm_host import runs_on_host, spmm_on_host
 
 __all__ = ["block_nnz", "pack", "unpack", "spmm"]
 
@@ -197,7 +198,9 @@ def spmm(
     matrix (SPEC S3.6).
 
     ``y[o, p] = sum_s values[o, s] * x[col[o, s], p]`` with ``col[o, g*n + j] =
-    g*m + indices[o, g*n + j]``: only the stored entries are multiplied.  Rows of the
+    g*m + indices[o, g*n + j]``.  float32/float64 CPU tensors run the reference kernels
+    (`spikenm.backends.torch.spmm_host`: the event-driven kernel for 0/1 ``x``, SPEC
+    S3.6).  Elsewhere only the stored entries are multiplied.  Rows of the
     output are processed in chunks so that at most about ``2**22`` gathered entries of
     ``x`` are held at once.  Products and sums use torch's elementwise ops, so every
     dtype works: float16 and bfloat16 are computed in float32, integers and bool in
@@ -219,6 +222,8 @@ def spmm(
     ...      torch.tensor([1.0, 1.0, 0.0, 1.0]))
     tensor([12.])
     """
+    if _on_host(values, indices, x) and runs_on_host(values, indices, x):
+        return spmm_on_host(values, indices, n, m, x)
     acc = _accumulator(values.dtype)
     rows, stored = values.shape
     base = torch.arange(stored, device=values.device) // n * m

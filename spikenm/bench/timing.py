@@ -64,11 +64,13 @@ def compare(contenders: Mapping[str, Callable[[], Any]], repeats: int = 20,
             min_seconds: float = 0.0) -> dict[str, Timing]:
     """Time every contender ``repeats`` times, interleaved round-robin after one warm-up
     call each (compilation, caches); with ``min_seconds`` a call that is faster than that is
-    repeated inside one timing so the clock's resolution does not matter."""
+    repeated inside one timing so the clock's resolution does not matter (the repeat count
+    is set from a second, warm call: a first call that builds a cache must not make it 1)."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats!r} is invalid; expected an integer >= 1")
     inner: dict[str, int] = {}
     for name, fn in contenders.items():
+        fn()  # warm-up: compilation, caches built on first use
         t0 = time.perf_counter()
         fn()
         once = time.perf_counter() - t0
