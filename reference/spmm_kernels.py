@@ -5,9 +5,12 @@ All compute ``unpack(values, indices) @ x`` for 2-D packed ``(O, G*n)`` weights 
 ``x`` ``(K,)`` or ``(K, P)`` with ``K = G*m``, without building the dense ``(O, K)``
 matrix:
 
-* **float, one column** (``"float"`` with 1-D ``x``): one pass over ``values`` and
-  ``indices``; each row is the dot product of its stored entries with the ``x`` entries
-  they read (index arithmetic by shifts when ``n`` and ``m`` are powers of two).
+* **float, one column** (``"float"`` with 1-D ``x``): for 2:4 float weights, the
+  interleaved 2-bit layout of `spikenm.reference.spmm_2of4` (S3.8, cached), which adds to
+  all outputs at once and picks each ``x`` entry by comparisons; otherwise one pass over
+  ``values`` and ``indices``, each row the dot product of its stored entries with the
+  ``x`` entries they read (index arithmetic by shifts when ``n`` and ``m`` are powers of
+  two).
 * **float, several columns** (``"float"`` with 2-D ``x``): the stored entries of
   ``_TILE_ROWS`` rows at a time are scattered into a dense tile that stays in cache, and
   the tile times all ``P`` columns is one BLAS call, so ``values``/``indices`` are read
@@ -31,13 +34,13 @@ float32, integers in (u)int64, one cast back to the values' dtype at the end.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 
+from . import spmm_2of4, view_cache
 from .packing import bad_index_error
 
 _TILE_ROWS = 32
@@ -195,6 +198,8 @@ def spmm_float(values: np.ndarray, indices: np.ndarray, n: int, m: int,
     idx = np.ascontiguousarray(indices)
     xa = np.ascontiguousarray(x, dtype=acc)
     rows = vals.shape[0]
+    if x.ndim == 1 and (n, m) == (2, 4) and np.dtype(acc).kind == "f":
+        return spmm_2of4.spmm_vector(values, indices, x, acc).astype(values.dtype, copy=False)
     if x.ndim == 1:
         out = np.empty(rows, dtype=acc)
         sn, sm = _log2(n), _log2(m)
@@ -258,50 +263,31 @@ def _transpose(values, indices, n, m, wt):  # type: ignore[no-untyped-def]
     return bad
 
 
-_VIEWS: dict[tuple[int, int], tuple[Any, Any, ColumnView]] = {}
-"""Cached views by ``(id(values), id(indices))``, with weak references to both arrays."""
-
-
-def _forget(key: tuple[int, int]) -> None:
-    _VIEWS.pop(key, None)
+_VIEWS = view_cache.VIEWS
+"""The cache of derived layouts (`spikenm.reference.view_cache`)."""
 
 
 def column_view(values: np.ndarray, indices: np.ndarray, n: int, m: int) -> ColumnView:
     """The `ColumnView` of ``(values, indices)``, built on first use and cached while both
-    arrays are alive.  The cache is keyed by the arrays' identity, so the arrays are made
-    read-only when the view is cached (``flags.writeable = False``): changing them in place
-    afterwards raises instead of leaving a stale view (`spikenm.packed.Packed` is
-    immutable by contract anyway; a change through another array sharing the memory is
-    not detected).
+    arrays are alive (`spikenm.reference.view_cache`: the arrays are made read-only).
 
     Raises
     ------
     ValueError
         A stored index is ``>= m``.
     """
-    key = (id(values), id(indices))
-    hit = _VIEWS.get(key)
-    if hit is not None and hit[0]() is values and hit[1]() is indices:
-        view = hit[2]
-        if view.wt.shape == (values.shape[1] // n * m, values.shape[0]):
-            return view
-    acc = accumulator(np.dtype(values.dtype))
-    vals = np.ascontiguousarray(values, dtype=acc)
-    idx = np.ascontiguousarray(indices)
-    wt = np.zeros((vals.shape[1] // n * m, vals.shape[0]), dtype=acc)
-    if _transpose(vals, idx, n, m, wt):
-        raise bad_index_error(idx, int(_first_bad(idx, m)), n, m)
-    finite = vals.dtype.kind != "f" or bool(np.isfinite(vals).all())
-    view = ColumnView(wt, finite)
-    try:
-        refs = (weakref.ref(values, lambda _r: _forget(key)),
-                weakref.ref(indices, lambda _r: _forget(key)))
-    except TypeError:  # not weakly referenceable: not cached
-        return view
-    values.flags.writeable = False
-    indices.flags.writeable = False
-    _VIEWS[key] = (refs[0], refs[1], view)
-    return view
+    shape = (values.shape[1] // n * m, values.shape[0])
+
+    def build() -> ColumnView:
+        acc = accumulator(np.dtype(values.dtype))
+        vals = np.ascontiguousarray(values, dtype=acc)
+        idx = np.ascontiguousarray(indices)
+        wt = np.zeros(shape, dtype=acc)
+        if _transpose(vals, idx, n, m, wt):
+            raise bad_index_error(idx, int(_first_bad(idx, m)), n, m)
+        return ColumnView(wt, vals.dtype.kind != "f" or bool(np.isfinite(vals).all()))
+
+    return view_cache.cached("columns", values, indices, lambda v: v.wt.shape == shape, build)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)

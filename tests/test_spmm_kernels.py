@@ -276,3 +276,48 @@ def test_cached_event_view_freezes_the_packed_arrays_instead_of_going_stale() ->
         return
     with pytest.raises(ValueError, match="read-only"):
         p.values[0, 0] = 123.0
+
+
+@given(out=st.integers(1, 9), groups=st.integers(1, 7), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([np.float32, np.float64, np.float16]),
+       special=st.sampled_from(["none", "nan", "inf"]))
+def test_S3_8_interleaved_2of4_kernel_matches_the_dense_product(
+        out: int, groups: int, seed: int, dtype: type, special: str) -> None:
+    """The 2-bit 2:4 batch-1 kernel (odd and even block counts, padded blocks, every float
+    dtype, non-finite weights) equals ``unpack(p) @ x`` within S3.6's tolerance."""
+    rng = np.random.default_rng(seed)
+    w, p = random_packed(rng, out, groups, 2, 4, dtype, False)
+    x = rng.standard_normal(groups * 4).astype(dtype)
+    if special != "none":  # a non-finite stored weight meets its x entry as in W @ x
+        values = p.values.copy()
+        values[rng.integers(out), rng.integers(groups * 2)] = (
+            np.nan if special == "nan" else np.inf)
+        p = api.Packed(values, p.indices, 2, 4, p.shape, p.axis)
+        w = api.unpack(p)
+    got = kernels.spmm_float(p.values, p.indices, 2, 4, x)
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    assert got.dtype == dtype and got.shape == (out,)
+    np.testing.assert_allclose(got.astype(np.float64), want,
+                               rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-2)
+
+
+def test_S3_8_interleaved_view_layout_cache_and_refusals() -> None:
+    """The view holds the transposed values and four 2-bit indices per byte (S3.8), is
+    cached per pair of arrays, and refuses blocks whose indices do not increase."""
+    from spikenm.reference import spmm_2of4
+
+    values = np.arange(1, 13, dtype=np.float32).reshape(2, 6)
+    indices = np.array([[0, 1, 2, 3, 1, 2], [0, 3, 0, 2, 1, 3]], dtype=np.uint8)
+    view = spmm_2of4.interleaved_view(values, indices, np.float32)
+    assert np.array_equal(view.vt, values.T)
+    # row 0: blocks (0,1) (2,3) in byte 0, block (1,2) alone in byte 1
+    assert view.codes.tolist() == [[0 | 1 << 2 | 2 << 4 | 3 << 6, 0 | 3 << 2 | 0 << 4 | 2 << 6],
+                                   [1 | 2 << 2, 1 | 3 << 2]]
+    assert view.nbytes == 12 * 4 + 4
+    assert spmm_2of4.interleaved_view(values, indices, np.float32) is view
+    assert not values.flags.writeable
+    for bad in ([1, 1], [2, 1]):
+        idx = np.array([[0, 1, *bad]], dtype=np.uint8)
+        with pytest.raises(ValueError, match=rf"block 1 of row 0 are \{bad}.*strictly"):
+            kernels.spmm_float(np.ones((1, 4), np.float32), idx, 2, 4,
+                               np.ones(8, np.float32))
