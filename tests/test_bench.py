@@ -21,7 +21,7 @@ def test_compare_interleaves_every_contender_and_counts_repeats() -> None:
     calls: list[str] = []
     out = compare({"x": lambda: calls.append("x"), "y": lambda: calls.append("y")},
                   repeats=3)
-    assert calls == ["x", "y"] + ["x", "y"] * 3           # warm-up, then round-robin
+    assert calls == ["x", "x", "y", "y"] + ["x", "y"] * 3  # 2 warm-ups, then round-robin
     assert set(out) == {"x", "y"} and all(isinstance(t, Timing) and t.repeats == 3
                                           for t in out.values())
     assert all(0 <= t.min <= t.median for t in out.values())
@@ -53,3 +53,13 @@ def test_every_topic_module_exposes_tables() -> None:
         module = importlib.import_module(f"spikenm.bench.{topic}")
         assert callable(module.tables), topic
     assert json.dumps(list(TOPICS))
+
+
+def test_scaling_slope_is_the_log_log_fit() -> None:
+    from spikenm.bench.scaling import slope
+
+    sizes = [10**5, 10**6, 10**7]
+    assert abs(slope(sizes, [1e-3, 1e-2, 1e-1]) - 1.0) < 1e-12
+    assert abs(slope(sizes, [1e-3, 1e-1, 1e1]) - 2.0) < 1e-12   # quadratic
+    with pytest.raises(ValueError, match="at least 2"):
+        slope([10], [1.0])

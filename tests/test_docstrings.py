@@ -8,7 +8,9 @@ import importlib
 import numpy as np
 import pytest
 
-MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation"]
+MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation",
+           "spikenm.reference.spmm_2of4", "spikenm.reference.spmm_kernels",
+           "spikenm.backends.torch.packed_modules", "spikenm.bench.scaling"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

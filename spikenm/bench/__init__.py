@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Table", "TOPICS"]
 
-TOPICS = ("spmm", "pack", "sampler", "step")
+TOPICS = ("spmm", "pack", "sampler", "step", "scaling")
 """The topic modules, in the order the command prints them."""
 
 

@@ -85,7 +85,7 @@ def _torch_contenders(weights: int, n: int, m: int) -> tuple[dict[str, Callable[
                                                              float]:
     import torch
 
-    from backends.torch import sampler
+    from spikenm.backends.torch import sampler
 
     gen = torch.Generator().manual_seed(0)
     blocks, small = _sizes(weights, n, m)
@@ -119,7 +119,7 @@ def _jax_contenders(weights: int, n: int, m: int) -> tuple[dict[str, Callable[[]
     import jax
     import jax.numpy as jnp
 
-    from backends.jax import sampler
+    from spikenm.backends.jax import sampler
 
     blocks, small = _sizes(weights, n, m)
     shape = (blocks * m // 1024, 1024) if blocks * m % 1024 == 0 else (blocks, m)

@@ -97,7 +97,44 @@ def tables(quick: bool) -> list[Table]:
             "For spikes, where dense wins: see the firing sweep below.",
         ),
     )
-    return [main, _sweep(w, packed, size, repeats, rng)]
+    return [main, _sweep(w, packed, size, repeats, rng), _torch_module(w, repeats, rng)]
+
+
+def _torch_module(w: np.ndarray, repeats: int, rng: np.random.Generator) -> Table:
+    """`PackedLinear` (`spikenm.backends.torch.packed_modules`) against the dense
+    ``nn.Linear`` it came from, under ``torch.no_grad``."""
+    import torch
+    from torch import nn
+
+    from ..backends.torch.packed_modules import pack_model
+
+    size = w.shape[0]
+    dense = nn.Linear(size, size)
+    with torch.no_grad():
+        dense.weight.copy_(torch.from_numpy(w))
+    packed = pack_model(dense, 2, 4)
+    rows = []
+    with torch.no_grad():
+        for p, kind in ((1, "spikes"), (4, "spikes"), (16, "spikes"), (1, "float")):
+            x = (torch.from_numpy(rng.random((p, size)) < 0.2).float() if kind == "spikes"
+                 else torch.from_numpy(rng.standard_normal((p, size)).astype(np.float32)))
+            t = compare({"dense": lambda: dense(x), "packed": lambda: packed(x)},
+                        repeats=repeats, min_seconds=0.01)
+            goal = GOALS.get(p) if kind == "spikes" else FLOAT_GOAL
+            ratio = ratio_row(t, "dense")["packed"]
+            rows.append((("0/1 spikes, 20% firing" if kind == "spikes" else "float input"),
+                         str(p), _ms(t["dense"].median), _ms(t["packed"].median),
+                         f"{ratio:.2f}x",
+                         f">= {goal:g}x: {'met' if ratio >= goal else 'not met'}"))
+    return Table(
+        title=f"PyTorch inference: PackedLinear vs nn.Linear ({size}x{size} 2:4 float32, "
+              f"torch.no_grad)",
+        columns=("input", "batch", "nn.Linear median ms", "PackedLinear median ms",
+                 "Linear/Packed", "goal (as api.spmm)"),
+        rows=tuple(rows),
+        notes=("`pack_model(model, 2, 4)` of the dense layer; its forward runs the reference "
+               "kernels on the tensors' memory (S3.6, S3.8); torch threads as pinned above.",),
+    )
 
 
 def _sweep(w: np.ndarray, packed: object, size: int, repeats: int,
