@@ -192,3 +192,22 @@ def test_shipped_configs_build_their_network(path, tmp_path) -> None:
     if "cifar" in path.stem:
         assert cfg.run.device == "cuda" and cfg.model.arch in ("vgg11", "resnet19")
         assert cfg.model.arch in path.stem and cfg.data.name in path.stem
+
+
+def test_shipped_configs_by_name(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``--config mnist5k_conv`` (or ``mnist5k_conv.toml``) finds the shipped file from any
+    folder; a local file of that name wins; an unknown name lists the shipped ones."""
+    from spikenm.train.config import CONFIGS_DIR, bundled_configs, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    names = bundled_configs()
+    assert "mnist5k_conv" in names and "cifar10_resnet19" in names
+    for name in ("mnist5k_conv", "mnist5k_conv.toml"):
+        assert resolve_config(name) == CONFIGS_DIR / "mnist5k_conv.toml"
+        assert load_config(name).model.arch == "conv"
+    (tmp_path / "mnist5k_conv.toml").write_text('[model]\narch = "mlp"\n')
+    assert load_config("mnist5k_conv.toml").model.arch == "mlp"
+    with pytest.raises(ConfigError, match=r"not a shipped configuration; those are .*mnist5k_conv"):
+        load_config("no_such_config")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("sub/mnist5k_conv.toml")

@@ -456,11 +456,45 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The nested dict in a ``.toml`` or ``.json`` file."""
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+"""The configurations shipped with the package (``spikenm/configs/*.toml``)."""
+
+
+def bundled_configs() -> tuple[str, ...]:
+    """Names of the shipped configurations, usable as ``--config NAME``.
+
+    Examples
+    --------
+    >>> "mnist5k_conv" in bundled_configs()
+    True
+    """
+    return tuple(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
+
+
+def resolve_config(path: str | Path) -> Path:
+    """The file a ``--config`` value names: an existing path as given, else a shipped
+    configuration by name (``mnist5k_conv`` or ``mnist5k_conv.toml``).
+
+    Raises
+    ------
+    ConfigError
+        Neither a file nor a shipped name (the names are listed).
+    """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"configuration file {str(p)!r} does not exist")
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and p.suffix in ("", ".toml"):
+        shipped = CONFIGS_DIR / f"{p.stem}.toml"
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"configuration file {str(p)!r} does not exist, and it is not a "
+                      f"shipped configuration; those are {', '.join(bundled_configs())}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The nested dict in a ``.toml`` or ``.json`` file, or in a shipped configuration
+    named without a path (`resolve_config`)."""
+    p = resolve_config(path)
     text = p.read_bytes()
     if p.suffix == ".toml":
         try:
@@ -495,5 +529,6 @@ __all__ = [
     "BaselineConfig", "ConfigError", "DataConfig", "EIDConfig", "LIFConfig", "ModelConfig",
     "OptimConfig", "RunConfig", "SamplerConfig", "SparsityConfig", "TrainConfig",
     "METHODS", "DATASETS", "SCHEDULES", "config_from_dict", "config_to_dict",
-    "load_config", "parse_overrides", "read_config_file",
+    "load_config", "parse_overrides", "read_config_file", "resolve_config", "bundled_configs",
+    "CONFIGS_DIR",
 ]
