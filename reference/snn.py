@@ -312,6 +312,8 @@ def _check(graph: Graph, params: Mapping[str, Any], buffers: Mapping[str, Any], 
                 raise TypeError(f"{kind} {key} is {type(value).__name__}; the numpy model "
                                 f"backend takes numpy.ndarray")
     for label, value in (("input x", x), ("labels y", y)):
+        if value is None and label == "labels y":
+            continue
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{label} is {type(value).__name__}; the numpy model backend "
                             f"takes numpy.ndarray")
@@ -319,7 +321,7 @@ def _check(graph: Graph, params: Mapping[str, Any], buffers: Mapping[str, Any], 
     if batch < 1:
         raise ValueError(f"input x of shape {x.shape} holds no samples; expected a batch "
                          f"of at least 1")
-    if (int(y.min()) < 0 or int(y.max()) >= graph.num_classes):
+    if y is not None and (int(y.min()) < 0 or int(y.max()) >= graph.num_classes):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise ValueError(f"label {bad} is out of range; expected class indices in "
                          f"[0, {graph.num_classes})")
@@ -387,6 +389,14 @@ def evaluate(graph: Graph, params: Mapping[str, np.ndarray], buffers: Mapping[st
     losses, correct, _ = _cross_entropy(fw.logits, y)
     return EvalResult(float(losses.sum()), correct, int(y.shape[0]), tuple(fw.spike_sums),
                       tuple(fw.spike_counts))
+
+
+def logits(graph: Graph, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray],
+           x: np.ndarray, lif: LIFParams) -> np.ndarray:
+    """Eval-mode logits ``(B, classes)``: the readout averaged over time (S4.8), batch
+    norm with the running statistics (S4.13); ``x`` as for `evaluate`."""
+    static = _check(graph, params, buffers, x, None, lif)
+    return _forward(graph, params, buffers, x, static, lif, train=False, keep=False).logits
 
 
 class NumpyModelBackend:

@@ -42,7 +42,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,7 +51,7 @@ from typing import Any
 from .snn.graph import Graph, Node
 
 __all__ = ["EnergyConstants", "PRESETS", "LayerEnergy", "EnergyReport", "layer_macs",
-           "spike_sources", "energy_report", "run_energy_report"]
+           "spike_sources", "energy_report"]
 
 
 @dataclass(frozen=True)
@@ -263,45 +262,3 @@ def energy_report(graph: Graph, firing_rates: Sequence[float], time_steps: int,
         rows.append(LayerEnergy(k, f"layer{k}", graph.layer_node(k).op, macs, macs_nm,
                                 density, feed, rate, sops, _energy(rate, sops, constants)))
     return EnergyReport(tuple(rows), time_steps, constants)
-
-
-def run_energy_report(run_dir: str | Path, constants: EnergyConstants | None = None
-                      ) -> EnergyReport:
-    """`energy_report` of a finished training run folder (``summary.json`` for the test
-    firing rates and the masked layers, ``model.npz`` for the graph and ``T``).
-
-    Raises
-    ------
-    FileNotFoundError
-        ``run_dir`` without ``summary.json`` or ``model.npz`` (a run that did not finish).
-    ValueError
-        Files that do not describe a run (named).
-    """
-    from .train.checkpoint import load_checkpoint
-
-    folder = Path(run_dir)
-    summary_path, model_path = folder / "summary.json", folder / "model.npz"
-    for p in (summary_path, model_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{str(p)!r} not found: {str(folder)!r} is not a finished "
-                                    f"training run (expected summary.json and model.npz)")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        rates = summary["firing_rates"]
-        layers = summary["layers"]
-        pattern = summary["pattern"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{summary_path} is not a training summary: {exc}") from None
-    _, meta = load_checkpoint(model_path)
-    try:
-        record = meta["graph"]
-        graph = Graph(tuple(record["input_shape"]),
-                      tuple(Node(**{**n, "inputs": tuple(n["inputs"])}) for n in record["nodes"]))
-        time_steps = int(meta["config"]["lif"]["time_steps"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{model_path} does not describe the run's network: {exc}") from None
-    densities = {}
-    if pattern != "dense":
-        n, m = (int(v) for v in str(pattern).split(":"))
-        densities = {int(row["layer"]): n / m for row in layers if row.get("masked")}
-    return energy_report(graph, rates, time_steps, densities, constants)

@@ -10,7 +10,8 @@ import pytest
 
 MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation",
            "spikenm.reference.spmm_2of4", "spikenm.reference.spmm_kernels",
-           "spikenm.backends.torch.packed_modules", "spikenm.bench.scaling"]
+           "spikenm.backends.torch.packed_modules", "spikenm.bench.scaling",
+           "spikenm.energy", "spikenm.snn.graph", "spikenm.train.config"]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

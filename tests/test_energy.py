@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from spikenm.energy import (PRESETS, EnergyConstants, energy_report, layer_macs,
-                            run_energy_report, spike_sources)
+from spikenm.energy import PRESETS, EnergyConstants, energy_report, layer_macs, spike_sources
+from spikenm.runs import load_run
 from spikenm.snn.archs import conv_net, resnet19
 from spikenm.snn.graph import Graph, Node
 from spikenm.train.config import load_config
@@ -87,7 +87,8 @@ def test_S7_report_of_a_training_run(tmp_path) -> None:  # type: ignore[no-untyp
                              "optim.epochs=1", "run.quiet=true", "run.eval_every=0",
                              f"run.out={out}"])
     result = train(cfg, stream=None)
-    rep = run_energy_report(out)
+    run = load_run(out)
+    rep = run.energy()
     summary = result.summary
     masked = [row["layer"] for row in summary["layers"] if row["masked"]]
     assert masked and all(rep.layers[k].density == 0.5 for k in masked)
@@ -99,5 +100,17 @@ def test_S7_report_of_a_training_run(tmp_path) -> None:  # type: ignore[no-untyp
     png = rep.plot(tmp_path / "energy.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
-        run_energy_report(tmp_path)
+        load_run(tmp_path)
     assert math.isfinite(rep.totals["sops"])
+    # the trained network classifies the test set as the run's evaluation did
+    from spikenm.train.setup import build_setup
+
+    data = build_setup(cfg).data
+    x = data.x_test.astype("float32") / float(data.pixel_max)
+    acc = float((run.predict(x) == data.y_test).mean())
+    assert acc == pytest.approx(summary["test_acc"], abs=1e-12)
+    assert run.logits(x[:3]).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"shape \(batch, 1, 8, 8\)"):
+        run.predict(x[:, 0])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        run.predict(x * 255)

@@ -33,7 +33,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Node", "Graph", "OPS", "output_shape", "init_params", "init_buffers", "fold_batch_norm"]
+__all__ = ["Node", "Graph", "OPS", "output_shape", "init_params", "init_buffers", "fold_batch_norm",
+           "graph_from_record"]
 
 OPS = ("linear", "conv", "bn", "pool", "flatten", "add", "lif")
 WEIGHTED = ("linear", "conv")
@@ -192,6 +193,29 @@ class Graph:
             lines.append(f"{i:3d} {self.name_of(i):10s} {node.op:8s} in {list(node.inputs)}"
                          f" -> {self.shapes[i]}{extra}")
         return "\n".join(lines)
+
+
+def graph_from_record(record: dict) -> Graph:  # type: ignore[type-arg]
+    """The `Graph` of a JSON record ``{"input_shape": [...], "nodes": [{field: value}]}``
+    (as a run's ``model.npz`` stores it).
+
+    Raises
+    ------
+    ValueError
+        A record that does not describe a valid graph (the failing field or node named).
+
+    Examples
+    --------
+    >>> g = graph_from_record({"input_shape": [4], "nodes": [
+    ...     {"op": "linear", "inputs": [-1], "in_features": 4, "out_features": 3}]})
+    >>> g.layers
+    (0,)
+    """
+    try:
+        nodes = tuple(Node(**{**n, "inputs": tuple(n["inputs"])}) for n in record["nodes"])
+        return Graph(tuple(record["input_shape"]), nodes)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a graph record: {exc!r}") from None
 
 
 def output_shape(node: Node, ins: list[tuple[int, ...]], where: str) -> tuple[int, ...]:
