@@ -81,12 +81,17 @@ def test_S7_presets_and_refusals() -> None:
         energy_report(_mlp(), [0.5, 0.1], 4, constants={"mac_pj": 1})  # type: ignore[arg-type]
 
 
-def test_S7_report_of_a_training_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("energy") / "run"
     cfg = load_config(None, ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64",
                              "optim.epochs=1", "run.quiet=true", "run.eval_every=0",
                              f"run.out={out}"])
-    result = train(cfg, stream=None)
+    return out, cfg, train(cfg, stream=None)
+
+
+def test_S7_report_of_a_training_run(trained, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out, cfg, result = trained
     run = load_run(out)
     rep = run.energy()
     summary = result.summary
@@ -97,6 +102,8 @@ def test_S7_report_of_a_training_run(tmp_path) -> None:  # type: ignore[no-untyp
         k = int(row.input[3:])
         assert row.sops == pytest.approx(rates[k] * 4 * row.macs_nm)
     assert rep.totals["energy_pj"] < rep.totals["energy_dense_snn_pj"]
+    assert summary["energy"] == pytest.approx(rep.totals)  # the training summary has them
+    assert json.loads((out / "summary.json").read_text())["energy"] == pytest.approx(rep.totals)
     png = rep.plot(tmp_path / "energy.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError, match="not a finished training run"):
@@ -114,3 +121,37 @@ def test_S7_report_of_a_training_run(tmp_path) -> None:  # type: ignore[no-untyp
         run.predict(x[:, 0])
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         run.predict(x * 255)
+
+
+def test_S7_cli_report_table_json_png_and_errors(trained, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from spikenm.cli import main
+
+    out, _, _ = trained
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| layer1 | linear | lif0 (" in text and (out / "energy.png").is_file()
+    png = tmp_path / "e.png"
+    assert main(["report", str(out), "--json", "--preset", "45nm-int8", "--ac-pj", "0.05",
+                 "--png", str(png)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["constants"] == {"mac_pj": 0.23, "ac_pj": 0.05, "name": "custom"}
+    assert [r["layer"] for r in doc["layers"]] == [0, 1, 2] and png.is_file()
+    assert doc["totals"]["energy_pj"] == pytest.approx(
+        sum(r["energy_pj"] for r in doc["layers"]))
+    for argv, match in ((["report", str(tmp_path)], "not a finished training run"),
+                        (["report", str(out), "--preset", "3nm"], "--preset '3nm' is unknown"),
+                        (["report", str(out), "--mac-pj", "-1"], "mac_pj=-1.0 is invalid")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and match in err, err
+
+
+def test_version_flag(capsys) -> None:  # type: ignore[no-untyped-def]
+    from importlib.metadata import version
+
+    from spikenm.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"spikenm {version('spikenm')}"

@@ -160,3 +160,28 @@ def test_torch_api_spmm_runs_the_reference_kernels_on_cpu() -> None:
     assert not spmm_host.runs_on_host(p.values.half(), p.indices, torch.zeros(16).half())
     v1 = spmm_host.host_view(p.values)
     assert spmm_host.host_view(p.values) is v1  # cached: the event kernel's cache hits
+
+
+def test_to_sparse_semi_structured_refusals_on_this_machine() -> None:
+    w = torch.randn(32, 64).half()
+    w[:, 1::2] = 0
+    p = api.pack(w, 2, 4)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="need a CUDA device; got 'cpu'"):
+            pm.to_sparse_semi_structured(p, "cpu")
+        with pytest.raises(ValueError, match="CUDA available: False"):
+            pm.to_sparse_semi_structured(p)
+    with pytest.raises(ValueError, match="2-D 2:4 weight"):
+        pm.to_sparse_semi_structured(api.pack(w, 4, 8))
+    with pytest.raises(TypeError, match="Packed"):
+        pm.to_sparse_semi_structured(w)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_sparse_semi_structured_on_cuda() -> None:
+    w = torch.randn(64, 128).half()
+    w[:, 1::2] = 0
+    sparse = pm.to_sparse_semi_structured(api.pack(w, 2, 4))
+    x = torch.randn(128, 16).half().cuda()
+    torch.testing.assert_close(torch.mm(sparse, x).cpu(), (w.cuda() @ x).cpu(),
+                               atol=1e-2, rtol=1e-2)

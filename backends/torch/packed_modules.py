@@ -36,6 +36,7 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +47,7 @@ from spikenm.packed import Packed
 from .nn import export_packed
 from .spmm_host import HOST_DTYPES, spmm_on_host
 
-__all__ = ["PackedLinear", "PackedConv", "pack_model"]
+__all__ = ["PackedLinear", "PackedConv", "pack_model", "to_sparse_semi_structured"]
 
 
 class _PackedLayer(nn.Module):
@@ -262,3 +263,45 @@ def pack_model(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()) -
             return replacement
         setattr(parent, attr, replacement)
     return out
+
+
+def to_sparse_semi_structured(packed: Packed, device: str | torch.device = "cuda") -> Any:
+    """PyTorch's ``SparseSemiStructuredTensor`` of a 2:4 ``Packed`` weight, for 2:4
+    sparse tensor-core inference on a CUDA GPU (``torch.sparse.to_sparse_semi_structured``
+    of the dense matrix on ``device``; ``torch.mm`` / ``F.linear`` then use it).
+
+    Parameters
+    ----------
+    packed : Packed
+        2-D ``(rows, k)`` 2:4 weight packed along axis 1 (torch or NumPy arrays), float16,
+        bfloat16 or int8 as PyTorch's format requires.
+    device : str or torch.device
+        A CUDA device.
+
+    Raises
+    ------
+    ValueError
+        Not 2:4 along axis 1 of a 2-D weight, or ``device`` is not a CUDA device or none
+        is available (the format exists only there).
+    TypeError
+        A value dtype PyTorch's format does not take.
+    """
+    if not isinstance(packed, Packed):
+        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    if (packed.n, packed.m) != (2, 4) or len(packed.shape) != 2 or packed.axis != 1:
+        raise ValueError(f"expected a 2-D 2:4 weight packed along axis 1, got {packed.n}:"
+                         f"{packed.m} of shape {packed.shape} along axis {packed.axis}")
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        raise ValueError(f"semi-structured sparse tensors need a CUDA device; got "
+                         f"{str(dev)!r} (CUDA available: {torch.cuda.is_available()}); on "
+                         f"CPU use pack_model / PackedLinear")
+    values = packed.values if isinstance(packed.values, torch.Tensor) else \
+        torch.from_numpy(np.asarray(packed.values))
+    if values.dtype not in (torch.float16, torch.bfloat16, torch.int8):
+        raise TypeError(f"semi-structured sparse tensors hold float16, bfloat16 or int8; got "
+                        f"{values.dtype} (cast the weight before packing)")
+    indices = packed.indices if isinstance(packed.indices, torch.Tensor) else \
+        torch.from_numpy(np.asarray(packed.indices))
+    dense = unpack(Packed(values, indices, 2, 4, packed.shape, 1))
+    return torch.sparse.to_sparse_semi_structured(dense.to(dev))

@@ -91,6 +91,11 @@ def summary_text(summary: dict[str, Any]) -> str:
                      + (f", kept {row['kept_fraction']:.3f}" if row["masked"] else ""))
     rates = ", ".join(f"{r:.3f}" for r in summary["firing_rates"])
     lines.append(f"firing rates (test) per LIF layer: {rates}")
+    energy = summary.get("energy")
+    if energy:
+        lines.append(f"per sample (SPEC S7, 45 nm fp32): {energy['sops']:,.0f} synaptic ops, "
+                     f"{energy['energy_pj'] / 1e3:.1f} nJ (same network dense "
+                     f"{energy['energy_dense_snn_pj'] / 1e3:.1f} nJ); `spikenm report` per layer")
     if summary["flip_rate"] is not None:
         lines.append(f"mask flip rate (search phase mean): {summary['flip_rate']:.4f}")
     if summary.get("inclusion_variance") is not None:
