@@ -41,7 +41,7 @@ def softmax_block(v: torch.Tensor) -> torch.Tensor:
     tensor([[0.2500, 0.2500, 0.2500, 0.2500]])
     """
     m = v.shape[-1]
-    if m > _ROWS_UP_TO or v.numel() == 0:
+    if m > ROWS_UP_TO or v.numel() == 0:
         return torch.softmax(v, dim=-1)
     rows = to_rows(v, m)
     e = torch.exp(rows - row_max(rows))
@@ -58,14 +58,14 @@ def log_softmax_block(v: torch.Tensor) -> torch.Tensor:
     tensor([[-0.6931, -0.6931]])
     """
     m = v.shape[-1]
-    if m > _ROWS_UP_TO or v.numel() == 0:
+    if m > ROWS_UP_TO or v.numel() == 0:
         return torch.log_softmax(v, dim=-1)
     rows = to_rows(v, m)
     shifted = rows - row_max(rows)
     return from_rows(shifted - torch.log(row_sum(torch.exp(shifted))), v)
 
 
-_ROWS_UP_TO = 16
+ROWS_UP_TO = 16
 """Blocks of at most this many entries are computed in the ``(m, blocks)`` layout: a
 reduction over a last axis of 4 or 8 is several times slower in torch than the same
 reduction as ``m - 1`` elementwise operations across rows; the sums go in index order,

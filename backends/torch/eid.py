@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from .arrays import as_cotangent
-from .blocks import from_blocks, log_softmax_block, softmax_block, to_blocks
+from .blocks import (ROWS_UP_TO, from_blocks, from_rows, log_softmax_block, row_sum,
+                     softmax_block, to_blocks, to_rows)
 
 __all__ = [
     "eligibility_credit", "credit_scores", "eid_targets", "eid_loss", "eid_loss_vjp",
@@ -96,8 +97,9 @@ def credit_scores(credits: torch.Tensor, m: int, gated: bool) -> torch.Tensor:
     >>> credit_scores(torch.tensor([1.0, 3.0, 0.0, 0.0, 2.0, 2.0]), 2, True)  # E_med = 4
     tensor([0.2500, 0.7500, 0.0000, 0.0000, 0.5000, 0.5000])
     """
-    c = to_blocks(credits, m)
-    mass = torch.sum(c, dim=-1, keepdim=True)
+    rows = m <= ROWS_UP_TO and credits.numel() > 0
+    c = to_rows(credits, m) if rows else to_blocks(credits, m)
+    mass = row_sum(c) if rows else torch.sum(c, dim=-1, keepdim=True)
     mean = mass / m
     live = mean > 0
     z = torch.where(live, c / torch.where(live, mean, torch.ones_like(mean)),
@@ -109,7 +111,7 @@ def credit_scores(credits: torch.Tensor, m: int, gated: bool) -> torch.Tensor:
         gate = torch.where(positive, mass / torch.where(positive, total, torch.ones_like(total)),
                            torch.zeros_like(total))
         z = z * gate
-    return from_blocks(z)
+    return from_rows(z, credits) if rows else from_blocks(z)
 
 
 def stop_gradient(x: torch.Tensor) -> torch.Tensor:

@@ -41,5 +41,5 @@ def gumbel_like(x: torch.Tensor, seed: int) -> torch.Tensor:
     gen = torch.Generator(device=x.device)
     gen.manual_seed(int(seed))
     k = torch.randint(0, _GRID, x.shape, generator=gen, dtype=torch.int64, device=x.device)
-    u = (k.to(torch.float64) + 0.5) / _GRID
-    return (-torch.log(-torch.log(u))).to(x.dtype)
+    u = k.to(torch.float64).add_(0.5).div_(_GRID)  # in place: one float64 temporary
+    return u.log_().neg_().log_().neg_().to(x.dtype)
