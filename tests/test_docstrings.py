@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 import pytest
 
-MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation",
+MODULES = ["spikenm.api", "spikenm.layout", "spikenm.atomic", "spikenm.validation", "spikenm.progress",
            "spikenm.reference.spmm_2of4", "spikenm.reference.spmm_kernels",
            "spikenm.backends.torch.packed_modules", "spikenm.bench.scaling",
            "spikenm.energy", "spikenm.snn.graph", "spikenm.train.config"]

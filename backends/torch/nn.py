@@ -170,6 +170,7 @@ def sparsify(
     include: Iterable[str] | None = None, exclude: Iterable[str] = (),
     dense_first: bool = True, dense_last: bool = True, skip_unfit: bool = False,
     seed: int = 0, time_steps: int | None = None, eid_decay: float | None = None,
+    progress: bool | None = None,
 ) -> SpikeNMHandle:
     """Give the Linear/ConvNd layers of ``model`` learnable ``n:m`` masks, trained by
     ``method`` over ``total_steps`` optimizer steps (SPEC S5, S6).
@@ -209,6 +210,11 @@ def sparsify(
     eid_decay : float, optional
         Trace decay ``lam`` of the credits (S2.1), normally the neurons' membrane decay
         ``beta``; default: the method's, else 0.5 (the default LIF ``beta``).
+    progress : bool, optional
+        A progress bar over the ``total_steps`` (rate and time left, advanced by
+        `SpikeNMHandle.step`) on stderr: None (default) shows it when stderr is a
+        terminal, True always, False never; `SpikeNMHandle.progress` gives the same
+        figures as text for your own log lines.
 
     Returns
     -------
@@ -307,8 +313,10 @@ def sparsify(
         from_numpy=numpy_to(first.device))
     layers = {name: mod for _, name, mod in chosen}
     ordinals = {name: index for index, name, _ in chosen}
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress={progress!r} is invalid; expected None, True or False")
     handle = SpikeNMHandle(n, m, method, setup, layers, ordinals, dense, skipped,
-                           time_steps, eid_decay)
+                           time_steps, eid_decay, progress)
     for index, name, mod in chosen:
         mask = NMMask(handle, index, n, m)
         mask.train(mod.training)

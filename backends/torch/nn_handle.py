@@ -31,6 +31,7 @@ Eval mode uses ``method.final_masks`` (S5.11), computed once per step and cached
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -44,6 +45,7 @@ from spikenm.api import check_nm, to_block_layout
 from spikenm.methods.base import Method, MethodSetup, MethodState, StepMasks
 from spikenm.methods.common import LOGITS  # the mask parameters the module path differentiates
 from spikenm.methods.flips import PREVIOUS, flip_count, step_flips
+from spikenm.progress import Progress
 from spikenm.schedules import schedule_value
 
 from .blocks import softmax_block, to_blocks
@@ -125,7 +127,7 @@ class SpikeNMHandle:
     def __init__(self, n: int, m: int, method: Method, setup: MethodSetup,
                  layers: dict[str, nn.Module], ordinals: dict[str, int],
                  dense: dict[str, str], skipped: dict[str, str], time_steps: int | None,
-                 eid_decay: float | None) -> None:
+                 eid_decay: float | None, progress: bool | None = None) -> None:
         self.n, self.m = n, m
         self.method = method
         self.setup = setup
@@ -150,6 +152,8 @@ class SpikeNMHandle:
         self._scale = 1.0
         self._flips: tuple[Any, int] | None = None
         self._layer_flips: dict[int, tuple[Any, int] | None] = {k: None for k in self._module}
+        self._progress = Progress(setup.total_steps, sys.stderr, "sparsify", "step",
+                                  bar=None if progress is None else progress)
         self._reset_step()
 
     def __repr__(self) -> str:
@@ -325,7 +329,17 @@ class SpikeNMHandle:
             self._scale = float(sm.scale)
         self._state = _detached(state)
         self._step = s + 1
+        if self._step <= self.setup.total_steps:
+            self._progress.update()
+        if self._step >= self.setup.total_steps:
+            self._progress.close()
         self._reset_step()
+
+    @property
+    def progress(self) -> str:
+        """``"step s/S [rate step/s, time left]"``: the steps done by `step` and, from
+        this process's steps, the rate and the time to ``total_steps``."""
+        return f"step {self._step}/{self.setup.total_steps} {self._progress.suffix()}"
 
     def _logit_grads(self, sm: StepMasks, weights: Mapping[int, torch.Tensor]
                      ) -> dict[int, torch.Tensor]:
@@ -476,6 +490,10 @@ class SpikeNMHandle:
         arrays = {k: torch.as_tensor(v).to(device) for k, v in state["arrays"].items()}
         self._state = MethodState(arrays, dict(state["meta"]))
         self._step = int(state["step"])
+        shown = self._progress.has_bar
+        self._progress.close()
+        self._progress = Progress(self.setup.total_steps, sys.stderr, "sparsify", "step",
+                                  initial=min(self._step, self.setup.total_steps), bar=shown)
         self._warned = bool(state["warned"])
         self._scale = float(state["scale"])
         self._flips = _flips_in(state.get("flips"))
@@ -502,6 +520,7 @@ class SpikeNMHandle:
             The final 0/1 mask of every masked layer, in the weight's layout.
         """
         masks = self.masks()
+        self._progress.close()
         self._collector.detach()
         for name, mod in self.layers.items():
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=False)
