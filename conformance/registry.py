@@ -6,6 +6,7 @@ from __future__ import annotations
 from .api_checks import CHECKS as _API
 from .check import Check
 from .eid_checks import CHECKS as _EID
+from .guard_checks import CHECKS as _GUARD
 from .model_checks import CHECKS as _MODEL
 from .model_checks import UNCOVERED as MODEL_UNCOVERED
 from .packed_checks import CHECKS as _PACKED
@@ -20,7 +21,7 @@ def _order(check: Check) -> tuple[int, int, int, str]:
 
 
 CHECKS: tuple[Check, ...] = tuple(
-    sorted(_PLUMBING + _PACKED + _SAMPLER + _PROBABILITY + _EID + _API, key=_order)
+    sorted(_PLUMBING + _PACKED + _SAMPLER + _PROBABILITY + _EID + _API + _GUARD, key=_order)
 )
 """Every array-backend check, ordered by clause (protocol-level checks before API-level
 ones)."""
@@ -36,6 +37,10 @@ UNCOVERED = {
     "S2.8": "total loss assembled by the trainer",
     "S3.7": "the safetensors layout is spikenm.safetensors_io on host (NumPy) copies, no backend "
             "function; its digest is the S3.5 container's",
+    "S3.8": "an in-memory layout the reference's 2:4 float kernel derives, not a backend "
+            "function; its products are S3.6's (checked there)",
+    "S3.11": "the core's file loaders (containers, checkpoints, datasets) on host files, no "
+             "backend function",
 }
 """SPEC S0-S3 clauses without a row of their own, and why."""
 

@@ -20,6 +20,9 @@ validated.  The loops are Numba kernels over C-contiguous arrays:
   the smallest one is reported, so the error names the first bad block in row-major
   order whatever the thread count.
 * The packed product `spmm` (S3.6) is in `reference.spmm_kernels`.
+* `first_bad_block` is the index check of S3.10 that `spikenm.validation.packed` runs on
+  every `Packed` entering the API (for every backend, on the host copy of the indices):
+  one pass, branch-free over chunks of blocks.
 
 A kernel never trusts its input to stay inside the arrays: `pack` stops at a block that
 keeps more than ``n`` entries and `unpack` at an index ``>= m``, and the wrapper
@@ -394,3 +397,51 @@ def unpack(values: np.ndarray, indices: np.ndarray, n: int, m: int) -> np.ndarra
         raise bad_index_error(idx.reshape(-1, width), bad, n, m)
     return dense.view(values.dtype).reshape(*lead, k)
 
+
+
+_CHECK_CHUNK = 4096
+"""Blocks `_first_bad_block` checks branch-free before looking for the bad one."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_bad_block(indices, n, m):  # type: ignore[no-untyped-def]
+    """Flat number of the first block of ``n`` indices that are not strictly increasing
+    in ``[0, m)``, or -1.  Chunks of `_CHECK_CHUNK` blocks are tested without branches
+    (an OR of the violations); only a failing chunk is searched block by block."""
+    blocks = indices.size // n
+    for b0 in range(0, blocks, _CHECK_CHUNK):
+        b1 = min(blocks, b0 + _CHECK_CHUNK)
+        bad = False
+        for b in range(b0, b1):
+            prev = np.int64(-1)
+            for j in range(n):
+                i = np.int64(indices[b * n + j])
+                bad |= (i >= m) | (i <= prev)
+                prev = i
+        if bad:
+            for b in range(b0, b1):
+                prev = np.int64(-1)
+                for j in range(n):
+                    i = np.int64(indices[b * n + j])
+                    if i >= m or i <= prev:
+                        return b
+                    prev = i
+    return -1
+
+
+def first_bad_block(indices: np.ndarray, n: int, m: int) -> int:
+    """The S3.2/S3.10 index check of a packed array in one pass: the flat number of the
+    first block of ``n`` consecutive entries of the uint8 ``indices`` (any shape, last
+    axis a multiple of ``n``) that are not ``n`` strictly increasing indices in
+    ``[0, m)``, or -1 when every block is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> first_bad_block(np.array([0, 1, 2, 3, 3, 3], dtype=np.uint8), 2, 4)
+    2
+    >>> first_bad_block(np.array([0, 1, 1, 4], dtype=np.uint8), 2, 4)
+    1
+    """
+    flat = np.ascontiguousarray(indices).reshape(-1)
+    return int(_first_bad_block(flat, n, m))

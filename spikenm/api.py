@@ -1,8 +1,9 @@
 """Public, framework-neutral entry points of spikenm.
 
 Every function takes the caller's own arrays (NumPy, PyTorch, JAX, or any array-API
-library), validates them (SPEC S0.5), runs the backend that owns their type and returns
-results of the same type, device and dtype.  Clause ids such as ``S1.2`` refer to
+library), validates them (SPEC S0.5; temperatures, scales and values against the dtype's
+range, S0.8; a `Packed` wherever one enters, S3.10), runs the backend that owns their type
+and returns results of the same type, device and dtype.  Clause ids such as ``S1.2`` refer to
 ``SPEC.md`` shipped in this package.
 """
 
@@ -17,7 +18,7 @@ from . import validation as check
 from .dispatch import backend_for
 from .packed import Packed
 from .protocol import Backend
-from .layout import from_block_layout, to_block_layout, layer_fits
+from . import layout as _layout
 
 __all__ = [
     "sample_mask", "gumbel_like", "topn_mask", "relaxed_topn", "block_probs", "final_mask",
@@ -38,13 +39,42 @@ def _back(be: Backend, x: Any, axis: int) -> Any:
     return x if axis == ndim - 1 else be.moveaxis(x, ndim - 1, axis)
 
 
-def _float_blocks(be: Backend, name: str, x: Any, m: int, axis: int) -> int:
-    """Common checks for a float block tensor; returns the normalized axis."""
+def _float_blocks(be: Backend, name: str, x: Any, m: int, axis: int, *,
+                  values: bool = True) -> int:
+    """Common checks for a float block tensor; returns the normalized axis.  With
+    ``values=False`` the finiteness check is left to the caller (`_ranged`)."""
     check.float_dtype(be, name, x)
     ax = check.normalize_axis(name, x, axis)
     check.blocks_fit(name, x, m, ax)
-    check.finite(be, name, x)
+    if values:
+        check.finite(be, name, x)
     return ax
+
+
+def _ranged(be: Backend, name: str, x: Any, dtype: str, divisor: float, meaning: str,
+            scale: Any = 1.0) -> None:
+    """``x`` finite with ``scale * max|x| <= F / (MARGIN * divisor)`` (SPEC S0.8 rule 3);
+    only finiteness when ``scale`` or ``divisor`` is traced."""
+    if not isinstance(divisor, float):
+        check.finite(be, name, x)
+        return
+    _, big = check.float_range(dtype)
+    label = None if isinstance(scale, float) and scale == 1.0 else f"scale * |{name}|"
+    check.bounded(be, name, x, big / (check.MARGIN * divisor), dtype, meaning,
+                  factor=scale, label=label)
+
+
+def _key_divisor(temperature: Any) -> Any:
+    """``1 / min(1, temperature)``: keys are kept below ``F * min(1, t) / MARGIN`` so that
+    they stay finite divided by ``t`` (SPEC S0.8); the traced value itself when traced."""
+    return 1.0 / min(1.0, temperature) if isinstance(temperature, float) else temperature
+
+
+def _size(x: Any) -> int:
+    size = 1
+    for s in x.shape:
+        size *= int(s)
+    return size
 
 
 # -- S1: the mask sampler ---------------------------------------------------------------
@@ -71,7 +101,9 @@ def sample_mask(
         computes the same mask from the same numbers.
     temperature : float > 0
     scale : float > 0
-        Logit scale ``kappa``.
+        Logit scale ``kappa``.  Both must be normal numbers of the dtype, with
+        ``temperature >= 1024 m / F`` and ``scale * max|logits|``, ``max|noise|`` at most
+        ``F * min(1, temperature) / 16`` (S0.8), so that the result is finite.
     hard : bool
     axis : int
         Block axis.
@@ -90,15 +122,21 @@ def sample_mask(
            [2., 2.]])
     """
     n, m = check.pattern(n, m)
+    check.present(logits=logits, noise=noise)
     be = backend_for(logits=logits, noise=noise)
-    ax = _float_blocks(be, "logits", logits, m, axis)
+    ax = _float_blocks(be, "logits", logits, m, axis, values=False)
     check.same_shape(logits=logits, noise=noise)
     check.same_dtype(be, logits=logits, noise=noise)
-    check.finite(be, "noise", noise)
-    temperature = check.positive_scalar(be, "temperature", temperature, be.dtype_name(logits))
-    scale = check.positive_scalar(be, "scale", scale, be.dtype_name(logits))
+    dt = be.dtype_name(logits)
+    temperature = check.positive_scalar(be, "temperature", temperature, dt)
+    scale = check.positive_scalar(be, "scale", scale, dt)
     if not isinstance(hard, (bool, np.bool_)):
         raise TypeError(f"hard must be a bool, got {hard!r}")
+    keys = "the keys of S1.1 divided by the temperature (S1.3)"
+    check.temperature_floor("temperature", temperature, dt, m, "the successive softmax of S1.3")
+    divisor = _key_divisor(temperature) if isinstance(scale, float) else scale
+    _ranged(be, "logits", logits, dt, divisor, keys, scale=scale)
+    _ranged(be, "noise", noise, dt, divisor, keys)
     out = be.sample_mask(
         _last(be, logits, ax), _last(be, noise, ax), n, m, temperature, scale, bool(hard)
     )
@@ -119,6 +157,7 @@ def gumbel_like(x: Any, seed: int) -> Any:
     >>> g.shape, g.dtype
     ((3, 4), dtype('float32'))
     """
+    check.present(x=x)
     be = backend_for(x=x)
     check.float_dtype(be, "x", x)
     return be.gumbel_like(x, check.seed(seed))
@@ -135,10 +174,16 @@ def topn_mask(scores: Any, n: int, m: int, *, axis: int = -1) -> Any:
     >>> topn_mask(np.array([0.3, 0.1, 0.3, 0.2]), 2, 4)
     array([1., 0., 1., 0.])
     """
+    return _topn("scores", scores, n, m, axis)
+
+
+def _topn(name: str, x: Any, n: Any, m: Any, axis: Any) -> Any:
+    """`topn_mask` of ``x``, named ``name`` in errors."""
     n, m = check.pattern(n, m)
-    be = backend_for(scores=scores)
-    ax = _float_blocks(be, "scores", scores, m, axis)
-    return _back(be, be.topn_mask(_last(be, scores, ax), n, m), ax)
+    check.present(**{name: x})
+    be = backend_for(**{name: x})
+    ax = _float_blocks(be, name, x, m, axis)
+    return _back(be, be.topn_mask(_last(be, x, ax), n, m), ax)
 
 
 def relaxed_topn(scores: Any, n: int, m: int, *, temperature: float, axis: int = -1) -> Any:
@@ -156,9 +201,14 @@ def relaxed_topn(scores: Any, n: int, m: int, *, temperature: float, axis: int =
     array([1., 0., 1., 0.])
     """
     n, m = check.pattern(n, m)
+    check.present(scores=scores)
     be = backend_for(scores=scores)
-    ax = _float_blocks(be, "scores", scores, m, axis)
-    temperature = check.positive_scalar(be, "temperature", temperature, be.dtype_name(scores))
+    ax = _float_blocks(be, "scores", scores, m, axis, values=False)
+    dt = be.dtype_name(scores)
+    temperature = check.positive_scalar(be, "temperature", temperature, dt)
+    check.temperature_floor("temperature", temperature, dt, m, "the successive softmax of S1.3")
+    _ranged(be, "scores", scores, dt, _key_divisor(temperature),
+            "the scores divided by the temperature (S1.3)")
     return _back(be, be.relaxed_topn(_last(be, scores, ax), n, m, temperature), ax)
 
 
@@ -172,9 +222,13 @@ def block_probs(logits: Any, m: int, *, scale: float = 1.0, axis: int = -1) -> A
     array([0.25, 0.25, 0.25, 0.25])
     """
     m = check.block_size(m)
+    check.present(logits=logits)
     be = backend_for(logits=logits)
-    ax = _float_blocks(be, "logits", logits, m, axis)
-    scale = check.positive_scalar(be, "scale", scale, be.dtype_name(logits))
+    ax = _float_blocks(be, "logits", logits, m, axis, values=False)
+    dt = be.dtype_name(logits)
+    scale = check.positive_scalar(be, "scale", scale, dt)
+    _ranged(be, "logits", logits, dt, 1.0 if isinstance(scale, float) else scale,
+            "the softmax of S1.7", scale=scale)
     return _back(be, be.block_probs(_last(be, logits, ax), m, scale), ax)
 
 
@@ -187,7 +241,7 @@ def final_mask(logits: Any, n: int, m: int, *, axis: int = -1) -> Any:
     >>> final_mask(np.array([0.5, 2.0, -1.0, 2.0]), 2, 4)
     array([0., 1., 0., 1.])
     """
-    return topn_mask(logits, n, m, axis=axis)
+    return _topn("logits", logits, n, m, axis)
 
 
 # -- S2: eligibility-inspired distillation ---------------------------------------------
@@ -230,6 +284,7 @@ def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float, signed: boo
     """
     if not isinstance(signed, bool):
         raise TypeError(f"signed={signed!r} is invalid; expected True or False")
+    check.present(x=x, d=d, weight=weight)
     be = backend_for(x=x, d=d, weight=weight)
     for name, arr in (("x", x), ("d", d), ("weight", weight)):
         check.float_dtype(be, name, arr)
@@ -243,9 +298,14 @@ def eligibility_credit(x: Any, d: Any, weight: Any, *, decay: float, signed: boo
             f"shapes do not fit x (T, B, K)={tuple(x.shape)}, d (T, B, O)={tuple(d.shape)}, "
             f"weight (O, K)={tuple(weight.shape)}"
         )
-    for name, arr in (("x", x), ("d", d), ("weight", weight)):
-        check.finite(be, name, arr)
     decay = check.unit_interval("decay", decay)
+    # |c| <= max|W| * T^2 * B * max|d| * max|x| (the trace is at most T * max|x|): each
+    # factor is kept below the cube root of F / (MARGIN * T^2 * B) (SPEC S0.8)
+    dt = be.dtype_name(x)
+    _, big = check.float_range(dt)
+    limit = (big / (check.MARGIN * max(1, t * t * b))) ** (1.0 / 3.0)
+    for name, arr in (("x", x), ("d", d), ("weight", weight)):
+        check.bounded(be, name, arr, limit, dt, "the credit sums of S2.1-S2.3")
     return be.eligibility_credit(x, d, weight, decay, signed)
 
 
@@ -265,8 +325,11 @@ def credit_scores(credits: Any, m: int, *, gated: bool = False, axis: int = -1) 
     if not isinstance(gated, bool):
         raise TypeError(f"gated={gated!r} is invalid; expected True or False")
     m = check.block_size(m)
+    check.present(credits=credits)
     be = backend_for(credits=credits)
-    ax = _float_blocks(be, "credits", credits, m, axis)
+    ax = _float_blocks(be, "credits", credits, m, axis, values=False)
+    _ranged(be, "credits", credits, be.dtype_name(credits), float(m),
+            "the block masses of S2.10")
     check.nonnegative(be, "credits", credits)
     return _back(be, be.credit_scores(_last(be, credits, ax), m, gated), ax)
 
@@ -302,19 +365,26 @@ def eid_targets(credits: Any, m: int, *, temperature: float = 1.0, variant: str 
         n, m = check.pattern(n, m)
     else:
         n = 1 if n is None else check.pattern(n, m)[0]
+    check.present(credits=credits)
     be = backend_for(credits=credits)
-    ax = _float_blocks(be, "credits", credits, m, axis)
+    ax = _float_blocks(be, "credits", credits, m, axis, values=False)
+    dt = be.dtype_name(credits)
+    count = _size(credits)
+    _ranged(be, "credits", credits, dt, float(count), "the credit mean of S2.5")
     check.nonnegative(be, "credits", credits)
-    temperature = check.positive_in_dtype("temperature", temperature, be.dtype_name(credits))
+    temperature = check.normal_in_dtype("temperature", temperature, dt)
+    check.temperature_floor("temperature", temperature, dt, count,
+                            "the target softmax of S2.5/S2.11")
     pi = None
     if variant in eid_variants.NEEDS_LOGITS:
         if logits is None:
             raise ValueError(f"variant={variant!r} needs logits= (the mask logits, the "
                              f"credits' shape)")
-        _float_blocks(be, "logits", logits, m, axis)
+        _float_blocks(be, "logits", logits, m, axis, values=False)
         check.same_shape(credits=credits, logits=logits)
         check.same_dtype(be, credits=credits, logits=logits)
-        scale = check.positive_in_dtype("scale", scale, be.dtype_name(logits))
+        scale = check.normal_in_dtype("scale", scale, dt)
+        _ranged(be, "logits", logits, dt, 1.0, "the gated targets of S2.11", scale=scale)
         pi = _last(be, logits, ax)
     elif logits is not None:
         raise ValueError(f"logits= is used by the variants {eid_variants.NEEDS_LOGITS} "
@@ -337,13 +407,22 @@ def eid_loss(logits: Any, targets: Any, m: int, *, scale: float = 1.0, axis: int
     0.0
     """
     m = check.block_size(m)
+    check.present(logits=logits, targets=targets)
     be = backend_for(logits=logits, targets=targets)
-    ax = _float_blocks(be, "logits", logits, m, axis)
+    ax = _float_blocks(be, "logits", logits, m, axis, values=False)
     check.same_shape(logits=logits, targets=targets)
     check.same_dtype(be, logits=logits, targets=targets)
+    dt = be.dtype_name(logits)
     check.finite(be, "targets", targets)
     check.nonnegative(be, "targets", targets)
-    scale = check.positive_scalar(be, "scale", scale, be.dtype_name(logits))
+    scale = check.positive_scalar(be, "scale", scale, dt)
+    # S0.8: the N terms q (log q - log p) stay summable when max q and scale * max|logits|
+    # are both at most sqrt(F / (16 N))
+    _, big = check.float_range(dt)
+    limit = (big / (check.MARGIN * _size(logits))) ** 0.5
+    check.bounded(be, "targets", targets, limit, dt, "the loss of S2.6", label="targets")
+    check.bounded(be, "logits", logits, limit, dt, "the loss of S2.6", factor=scale,
+                  label=None if isinstance(scale, float) and scale == 1.0 else "scale * |logits|")
     return be.eid_loss(_last(be, logits, ax), _last(be, targets, ax), m, scale)
 
 
@@ -371,7 +450,9 @@ def _block_counts(be: Backend, x: Any, m: int, ax: int, what: str, name: str) ->
 
 def _nm_violation(x: Any, n: int, m: int, axis: int, name: str) -> str | None:
     """Message for the first block with more than ``n`` non-zeros, or None."""
+    check.present(**{name: x})
     be = backend_for(**{name: x})
+    check.real_dtype(be, name, x)
     ax = check.normalize_axis(name, x, axis)
     check.blocks_fit(name, x, m, ax)
     counts = _block_counts(be, x, m, ax, "an N:M check", name)
@@ -432,7 +513,11 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
     (array([[5., 7.]]), array([[1, 3]], dtype=uint8))
     """
     n, m = check.pattern(n, m)
+    check.present(w=w)
     be = backend_for(w=w, mask=mask)
+    check.real_dtype(be, "w", w)
+    if mask is not None:
+        check.real_dtype(be, "mask", mask)
     ax = check.normalize_axis("w", w, axis)
     check.blocks_fit("w", w, m, ax)
     if m > 256:
@@ -462,30 +547,11 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
     return Packed(values, indices, n, m, tuple(int(s) for s in w.shape), ax)
 
 
-def _checked_packed(packed: Any) -> Backend:
-    """Structural checks of a (possibly hand-built) Packed; returns its backend."""
-    if not isinstance(packed, Packed):
-        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
-    be = backend_for(values=packed.values, indices=packed.indices)
-    n, m = check.pattern(packed.n, packed.m)
-    shape = tuple(packed.shape)
-    if not 0 <= packed.axis < len(shape) or shape[packed.axis] % m:
-        raise ValueError(f"Packed axis={packed.axis} does not fit shape {shape} with m={m}")
-    lead = shape[: packed.axis] + shape[packed.axis + 1:]
-    expected = lead + (shape[packed.axis] // m * n,)
-    for name, arr in (("values", packed.values), ("indices", packed.indices)):
-        if tuple(arr.shape) != expected:
-            raise ValueError(
-                f"Packed {name} has shape {tuple(arr.shape)}, expected {expected} for dense "
-                f"shape {shape}, axis {packed.axis} and {n}:{m}"
-            )
-    if be.dtype_name(packed.indices) != "uint8":
-        raise TypeError(f"Packed indices must be uint8, got {be.dtype_name(packed.indices)}")
-    return be
-
-
 def unpack(packed: Packed) -> Any:
     """Dense array of ``packed`` in its original shape and axis order (SPEC S3.1).
+
+    ``packed`` is validated first (S3.10: fields, shapes, dtypes, and ``n`` strictly
+    increasing indices in ``[0, m)`` per block; checked once per index array).
 
     Examples
     --------
@@ -493,7 +559,7 @@ def unpack(packed: Packed) -> Any:
     >>> unpack(pack(np.array([0.0, 5.0, 0.0, 7.0]), 2, 4))
     array([0., 5., 0., 7.])
     """
-    be = _checked_packed(packed)
+    be = check.packed(packed)
     dense = be.unpack(packed.values, packed.indices, packed.n, packed.m)
     return _back(be, dense, packed.axis)
 
@@ -505,6 +571,8 @@ def spmm(packed: Packed, x: Any) -> Any:
     ``packed`` must be 2-D ``(O, K)`` with blocks along ``K`` (axis 1); ``x`` is ``(K,)``
     or ``(K, P)`` of the values' dtype (spikes as 0/1 of that dtype), or bool spikes on a
     backend that declares ``spmm_bool_input = True`` (the NumPy reference).  For a linear layer ``y = x @ W.T`` use ``spmm(packed, x.T).T``.
+    ``packed`` is validated as in `unpack` (S3.10); a `Packed` that passed is remembered,
+    so a repeated call pays a dictionary look-up.
 
     Kernel choice on the NumPy backend (`reference.spmm_kernels.choose_kernel`): the
     event-driven kernel (adds the transposed weight rows of the active inputs only) runs
@@ -526,7 +594,8 @@ def spmm(packed: Packed, x: Any) -> Any:
     >>> spmm(p, np.array([1.0, 1.0, 0.0, 1.0]))
     array([12.])
     """
-    _checked_packed(packed)
+    check.packed(packed)
+    check.present(x=x)
     be = backend_for(values=packed.values, x=x)
     if len(packed.shape) != 2 or packed.axis != 1:
         raise ValueError(
@@ -549,7 +618,8 @@ def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
     ``torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass``
     gives on blocks with two non-zeros; other blocks keep the S3.2 padding and decode to
     the same dense matrix.  ``dtype="float16"`` or ``"bfloat16"`` casts float values
-    first (float32 alone is refused: it is a 1:2 format in this layout).
+    first (float32 alone is refused: it is a 1:2 format in this layout).  ``packed`` is
+    validated as in `unpack` first (S3.10).
     """
     from .cutlass import to_cutlass as _impl
 
@@ -564,14 +634,41 @@ def from_cutlass(values: Any, meta: Any) -> Packed:
 
 
 def save_packed(path: Any, packed: Packed) -> None:
-    """Write ``packed`` to a versioned, checksummed ``.npz`` container (SPEC S3.5)."""
+    """Write ``packed`` to a versioned, checksummed ``.npz`` container (SPEC S3.5); a
+    `Packed` that fails S3.10 raises before anything is written."""
     from .container import save_packed as _impl
 
-    _impl(path, packed)
+    check.packed(packed)
+    _impl(check.path("path", path), packed)
 
 
 def load_packed(path: Any) -> Packed:
     """Read and validate a container written by `save_packed` (SPEC S3.5)."""
     from .container import load_packed as _impl
 
-    return _impl(path)
+    return _impl(check.path("path", path))
+
+
+# -- S0.2: layer layout -----------------------------------------------------------------------
+
+def to_block_layout(weight: Any) -> Any:
+    check.present(weight=weight)
+    return _layout.to_block_layout(weight)
+
+
+def from_block_layout(blocks: Any) -> Any:
+    check.present(blocks=blocks)
+    return _layout.from_block_layout(blocks)
+
+
+def layer_fits(weight: Any, m: int, *, name: str = "weight") -> bool:
+    check.present(**{name: weight})
+    backend_for(**{name: weight})
+    return _layout.layer_fits(weight, m, name=name)
+
+
+to_block_layout.__doc__ = _layout.to_block_layout.__doc__
+from_block_layout.__doc__ = _layout.from_block_layout.__doc__
+layer_fits.__doc__ = (_layout.layer_fits.__doc__ or "") + """
+    ``weight`` must be an array of a known framework (``TypeError`` otherwise, S0.5).
+    """

@@ -1,4 +1,14 @@
-"""The ``spikenm`` console script: ``demo``, ``train`` and ``reproduce``."""
+"""The ``spikenm`` console script: ``demo``, ``train``, ``reproduce`` and ``report``.
+
+Exit status: 0 done; 2 a usage error or a documented error (a `ValueError`, `TypeError`,
+`ImportError` or `OSError` such as `FileNotFoundError`: a bad flag or configuration
+value, an unreadable or foreign file, an output folder holding another run), printed
+as one line ``spikenm COMMAND: message`` on stderr; 130 stopped by SIGINT (Ctrl-C), 143
+stopped by SIGTERM, after the checkpoint of the stop is written (``train``) or the
+finished runs are saved (``reproduce``), with one line saying so (S5.12b).  Any other
+exception is a bug of spikenm and keeps its traceback.  With the environment variable
+``SPIKENM_TRACEBACK=1`` documented errors keep their traceback too (for a bug report).
+"""
 
 from __future__ import annotations
 
@@ -29,8 +39,29 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "lr": ("optim.lr", "weight learning rate"),
     "seed": ("run.seed", "random seed"),
     "dtype": ("run.dtype", "float32 or float64"),
-    "out": ("run.out", "output folder (metrics.jsonl, checkpoint.npz, model.npz, summary.json)"),
+    "out": ("run.out", "output folder (metrics.jsonl, checkpoint.npz, model.npz, "
+                       "summary.json); a folder holding another run is refused unless "
+                       "--resume or --overwrite"),
 }
+
+EXIT_ERROR = 2
+"""Exit status of a usage or documented error."""
+DOCUMENTED_ERRORS = (ValueError, TypeError, ImportError, OSError)
+"""What a command turns into a one-line error (`spikenm.train.config.ConfigError` is a
+`ValueError`; `OSError` covers `FileNotFoundError`, `PermissionError`,
+`IsADirectoryError` and `gzip.BadGzipFile`)."""
+
+EPILOG = ("exit status: 0 done, 2 error (one line on stderr), 130 stopped by SIGINT, 143 "
+          "stopped by SIGTERM (SIGINT/SIGTERM stop at the next step with a checkpoint; "
+          "continue with --resume)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too: ``PROG: message (see PROG
+    --help)`` on stderr, exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _limit_blas_threads(threads: int) -> None:
@@ -61,13 +92,19 @@ def _set_torch_threads(threads: int | None) -> None:
 
 def _add_train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train one spiking network with an N:M method",
-                       description="Train one SNN. Flags override the --config file.")
-    p.add_argument("--config", help="TOML or JSON configuration file")
+                       description="Train one SNN. Flags override the --config file.",
+                       epilog=EPILOG)
+    p.add_argument("--config", help="TOML or JSON configuration file, or the name of a shipped "
+                                    "one (e.g. mnist5k_conv; spikenm.train.config."
+                                    "bundled_configs())")
     for dest, (key, text) in TRAIN_FLAGS.items():
         p.add_argument("--" + dest.replace("_", "-"), dest=dest, help=f"{text} [{key}]")
     p.add_argument("--no-eid", action="store_true", help="spikenm without EID [eid.enabled]")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (bit-identical on the same backend)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run files already in OUT (checkpoint.npz, metrics.jsonl, "
+                        "model.npz, summary.json) and start afresh")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="any other configuration key (repeatable)")
@@ -80,11 +117,18 @@ def _add_train_parser(sub: Any) -> None:
 def _add_reproduce_parser(sub: Any) -> None:
     p = sub.add_parser("reproduce", help="run the method x pattern x seed grid and report",
                        description="Run the comparison grid, print a markdown table, write "
-                                   "plots and say which paper claims were reproduced.")
+                                   "plots and say which paper claims were reproduced. Every "
+                                   "finished run is saved in OUT/runs.json: the same command "
+                                   "continues an interrupted grid.",
+                       epilog=EPILOG.replace("at the next step with a checkpoint; continue "
+                                             "with --resume", "after saving the finished "
+                                             "runs; run the same command to continue"))
     p.add_argument("--quick", action="store_true",
                    help="the small grid on the 8x8 digits (a few minutes on 2 cores)")
     p.add_argument("--backend", default="numpy", help="numpy (default), torch or jax")
-    p.add_argument("--out", default="spikenm-reproduce", help="output folder")
+    p.add_argument("--out", default="spikenm-reproduce",
+                   help="output folder (runs.json, results.json, report.md, plots); a "
+                        "folder holding a train run is refused")
     p.add_argument("--seeds", type=int, help="number of seeds (default: 5 quick, 3 full)")
     p.add_argument("--patterns", help="comma-separated patterns, e.g. 2:4,1:4,2:8")
     p.add_argument("--methods", help="comma-separated grid variants (default: dense,spikenm,"
@@ -99,8 +143,60 @@ def _add_reproduce_parser(sub: Any) -> None:
                    help="PyTorch intra-op threads (default: PyTorch's own choice)")
 
 
+def _add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="operation counts and energy of a finished run",
+                       description="Per layer: dense and N:M MACs, synaptic operations from "
+                                   "the run's test firing rates, estimated energy (SPEC S7); "
+                                   "totals, a markdown table (or JSON) and a PNG chart.",
+                       epilog="exit status: 0 done, 2 error (one line on stderr)")
+    p.add_argument("run_dir", help="folder of a finished `spikenm train --out` run")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--preset", default="45nm-fp32",
+                   help="energy constants: 45nm-fp32 (default), 45nm-fp16, 45nm-int32, "
+                        "45nm-int8")
+    p.add_argument("--mac-pj", type=float, help="energy of one MAC in pJ (overrides --preset)")
+    p.add_argument("--ac-pj", type=float,
+                   help="energy of one accumulate in pJ (overrides --preset)")
+    p.add_argument("--png", help="chart file (default RUN_DIR/energy.png)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .energy import PRESETS
+    from .runs import load_run
+
+    if args.preset not in PRESETS:
+        raise ValueError(f"--preset {args.preset!r} is unknown; expected one of "
+                         f"{', '.join(PRESETS)}")
+    constants = PRESETS[args.preset]
+    if args.mac_pj is not None or args.ac_pj is not None:
+        constants = replace(constants, name="custom",
+                            mac_pj=constants.mac_pj if args.mac_pj is None else args.mac_pj,
+                            ac_pj=constants.ac_pj if args.ac_pj is None else args.ac_pj)
+    report = load_run(args.run_dir).energy(constants)
+    png = report.plot(Path(args.png) if args.png else Path(args.run_dir) / "energy.png")
+    if args.json:
+        print(json.dumps({**report.to_dict(), "png": str(png)}, indent=1))
+    else:
+        print(report.markdown())
+        print(f"\nchart: {png}")
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spikenm")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown (not installed)"
+
+
 def _train(args: argparse.Namespace) -> int:
-    from .train.config import ConfigError, load_config
+    from .train.config import load_config
     from .train.loop import train
 
     overrides = [f"{TRAIN_FLAGS[d][0]}={getattr(args, d)}" for d in TRAIN_FLAGS
@@ -110,27 +206,22 @@ def _train(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides.append("run.quiet=true")
     overrides += args.set
-    try:
-        cfg = load_config(args.config, overrides)
-        _set_torch_threads(args.torch_threads)
-        train(cfg, resume=args.resume)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"spikenm train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)
+    _set_torch_threads(args.torch_threads)
+    train(cfg, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 
 def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from .train.config import ConfigError, config_from_dict, load_config
+    from .train.config import config_from_dict, load_config
     from .train.reproduce import FULL, QUICK, VARIANTS, run_grid, write_report
 
     grid = QUICK if args.quick else FULL
     if args.seeds is not None:
         if args.seeds < 1:
-            print(f"spikenm reproduce: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
-            return 2
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         grid = replace(grid, seeds=tuple(range(args.seeds)))
     if args.patterns:
         grid = replace(grid, patterns=tuple(p.strip() for p in args.patterns.split(",")))
@@ -138,19 +229,13 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
         chosen = tuple(v.strip() for v in args.methods.split(","))
         unknown = [v for v in chosen if v not in VARIANTS]
         if unknown:
-            print(f"spikenm reproduce: unknown method(s) {unknown}; expected {VARIANTS}",
-                  file=sys.stderr)
-            return 2
+            raise ValueError(f"unknown method(s) {unknown}; expected {VARIANTS}")
         grid = replace(grid, variants=chosen)
     overrides = tuple(args.set)
-    try:
-        load_config(None, list(grid.overrides) + list(overrides))
-        for p in grid.patterns:
-            config_from_dict({"sparsity": {"pattern": p}})
-        _set_torch_threads(args.torch_threads)
-    except (ConfigError, ValueError) as exc:
-        print(f"spikenm reproduce: {exc}", file=sys.stderr)
-        return 2
+    load_config(None, list(grid.overrides) + list(overrides))
+    for p in grid.patterns:
+        config_from_dict({"sparsity": {"pattern": p}})
+    _set_torch_threads(args.torch_threads)
     print(f"spikenm reproduce ({grid.name}): data {grid.data}, backend {args.backend}, "
           f"seeds {list(grid.seeds)}, patterns {list(grid.patterns)}, "
           f"methods {list(grid.variants)} -> {args.out}", flush=True)
@@ -160,24 +245,69 @@ def _reproduce(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    """``str(exc)`` on one line (the exception's type when it has no message)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run a ``train``/``reproduce`` command with SIGINT/SIGTERM stopping it at its next
+    safe point (`spikenm.train.loop.stop_signals`)."""
+    from .train.loop import stop_signals
+
+    with stop_signals() as stop:
+        code = _train(args) if args.command == "train" else _reproduce(args, argv)
+    if stop.signum is not None:  # arrived after the last safe point: the work is done
+        print(f"spikenm {args.command}: {stop.name} arrived after the work was done",
+              file=sys.stderr)
+        return 128 + stop.signum
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the console script with ``argv`` (default ``sys.argv[1:]``); returns the exit
+    status (see the module docstring).
+
+    The documented errors of every command (`DOCUMENTED_ERRORS`) and the stop of SIGINT
+    or SIGTERM become one line on stderr and a non-zero status; any other exception is
+    a bug and propagates with its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="spikenm", description=__doc__)
+    parser = _Parser(prog="spikenm", description=__doc__.split("\n")[0], epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"spikenm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sample, pack and export a 2:4 mask for one layer")
     demo.add_argument("--seed", type=int, default=0)
     _add_train_parser(sub)
     _add_reproduce_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import print_demo, run_demo
+    _add_report_parser(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the subcommand's parser, on one line
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        if args.command == "demo":
+            from .demo import print_demo, run_demo
 
-        print_demo(run_demo(seed=args.seed))
-        return 0
-    _limit_blas_threads(args.blas_threads)
-    if args.command == "train":
-        return _train(args)
-    return _reproduce(args, argv)
+            if args.seed < 0:
+                raise ValueError(f"--seed must be >= 0, got {args.seed}")
+            print_demo(run_demo(seed=args.seed))
+            return 0
+        if args.command == "report":
+            return _report(args)
+        _limit_blas_threads(args.blas_threads)
+        return _run(args, argv)
+    except KeyboardInterrupt as exc:
+        # `spikenm.train.loop.Interrupted` (a stop signal) carries its status; a bare
+        # KeyboardInterrupt is Ctrl-C outside the trainer's safe points
+        text = _one_line(exc) if str(exc) else "interrupted by SIGINT"
+        print(f"spikenm {args.command}: {text}", file=sys.stderr)
+        return int(getattr(exc, "exit_status", 130))
+    except DOCUMENTED_ERRORS as exc:
+        if os.environ.get("SPIKENM_TRACEBACK") == "1":
+            raise
+        print(f"spikenm {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -226,8 +226,8 @@ def _cast(be: Backend, values: Any, target: str) -> Any:
 
 
 def _check_packed(packed: Any) -> Backend:
-    if not isinstance(packed, Packed):
-        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    """The S3.10 checks of every `Packed` (`spikenm.validation.packed`), then S3.4's."""
+    be = check.packed(packed)
     if (packed.n, packed.m) != (2, 4):
         raise ValueError(
             f"the CUTLASS export is for the 2:4 pattern, got {packed.n}:{packed.m}"
@@ -241,7 +241,7 @@ def _check_packed(packed: Any) -> Backend:
             f"the CUTLASS export needs blocks along the last axis (axis=1) of the (rows, k) "
             f"matrix, got axis={packed.axis}; pack the transposed weight instead"
         )
-    return backend_for(values=packed.values, indices=packed.indices)
+    return be
 
 
 def to_cutlass(packed: Packed, *, dtype: Any = None) -> tuple[Any, Any]:
@@ -345,6 +345,7 @@ def from_cutlass(values: Any, meta: Any) -> Packed:
     >>> p.indices[0, :4]
     array([2, 3, 2, 3], dtype=uint8)
     """
+    check.present(values=values, meta=meta)
     be = backend_for(values=values, meta=meta)
     if len(values.shape) != 2 or len(meta.shape) != 2:
         raise ValueError(

@@ -72,19 +72,22 @@ order of their first incoming edge), a node with several incoming edges read as 
 (one `LIFParams` per network), ``v_leak = 0`` and ``v_reset = 0``, and re-derives the
 N:M pattern of the masked layers from the zeros of their weights: each one is checked
 with `spikenm.api.check_nm` in block layout (S0.2), so a weight that is not ``n:m`` is a
-``ValueError`` naming the node and the block.
+``ValueError`` naming the node and the block.  `read_nir` reads a NIR file (``nir.read``)
+and imports it, letting only the documented exceptions of SPEC S3.11 escape.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .api import check_nm, to_block_layout
+from .container import loader_boundary
 from .dispatch import backend_for
 from .snn.graph import WEIGHTED, Graph, Node, fold_batch_norm, output_shape
 from .snn.neuron import LIFParams
@@ -92,7 +95,7 @@ from .snn.neuron import LIFParams
 if TYPE_CHECKING:  # pragma: no cover
     import nir
 
-__all__ = ["to_nir", "from_nir", "nm_masks", "lif_to_nir_params", "FORMAT", "VERSION"]
+__all__ = ["to_nir", "from_nir", "read_nir", "nm_masks", "lif_to_nir_params", "FORMAT", "VERSION"]
 
 FORMAT = "spikenm.snn"
 VERSION = 2
@@ -769,6 +772,39 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
     names = [f"NIR node {name!r} (layer {k})" for k, (name, _, _) in enumerate(reader.weights)]
     nm_masks(out_graph, params, n, m, masked, names=names)
     return out_graph, params, lif
+
+
+def read_nir(path: str | os.PathLike[str], n: int, m: int, *,
+             masked: Iterable[int] | None = None, dt: float | None = None,
+             time_steps: int | None = None) -> tuple[Graph, dict[str, np.ndarray], LIFParams]:
+    """`from_nir` of the NIR file at ``path`` (read with ``nir.read``), as a loader of
+    SPEC S3.11: only the documented exceptions leave it.
+
+    A NIR file carries no checksum, so a changed weight that keeps the ``n:m`` pattern
+    reads as that weight; everything else `from_nir` checks.
+
+    Raises
+    ------
+    TypeError
+        ``n`` or ``m`` not an integer (checked before the file is opened).
+    FileNotFoundError, PermissionError, IsADirectoryError
+        From the operating system.
+    ValueError
+        Every other failure, naming the file: not an HDF5 NIR file, truncated or corrupt
+        (the HDF5 library's errors), a graph `from_nir` refuses.
+    """
+    nir = _nir()
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    where = os.fspath(path)
+    if not os.path.exists(where):
+        raise FileNotFoundError(f"no NIR file at {where!r}")
+    if os.path.isdir(where):
+        raise IsADirectoryError(f"{where!r} is a directory; expected a NIR (HDF5) file")
+    with loader_boundary(repr(where), "NIR graph file"):
+        graph = nir.read(where)
+        return from_nir(graph, n, m, masked=masked, dt=dt, time_steps=time_steps)
 
 
 def _one_lif(neurons: list[tuple[str, float, float]], meta: dict[str, Any]) -> tuple[float, float]:

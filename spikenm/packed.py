@@ -25,6 +25,13 @@ class Packed:
         Dense (logical) shape, in the caller's axis order.
     axis : int
         Non-negative index of the block axis in ``shape``.
+
+    Notes
+    -----
+    Construction checks nothing; every public function taking a `Packed` validates it when
+    it enters (SPEC S3.10, `spikenm.validation.packed`) and remembers the verdict while the
+    index array lives unchanged: NumPy indices are made read-only then, torch tensors are
+    re-checked after an in-place change (their version counter), JAX arrays are immutable.
     """
 
     values: Any

@@ -113,7 +113,11 @@ def load_run(folder: str | Path) -> Run:
     try:
         summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
         if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError(f"the top level is a JSON {type(summary).__name__}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(root / 'summary.json')!r} is not a training summary: "
+                         f"{exc}") from None
+    try:
         graph = graph_from_record(meta["graph"])
         config = config_from_dict(meta["config"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:

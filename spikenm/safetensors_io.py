@@ -7,9 +7,11 @@ these entries of the file's text metadata:
 
 =====================  ===============================================================
 ``spikenm.format``     ``"spikenm.packed.safetensors"``
-``spikenm.version``    ``"1"``
+``spikenm.version``    ``"2"``
 ``spikenm.tensors``    JSON object: name -> ``{"n", "m", "shape", "axis", "dtype",
                        "sha256"}`` (integers, a list of integers, strings)
+``spikenm.sha256``     hex SHA-256 of the JSON object of every other metadata entry
+                       (sorted keys, separators ``,`` and ``:``), the caller's included
 =====================  ===============================================================
 
 ``sha256`` is `spikenm.container.checksum` of the header ``{axis, dtype, format, m, n,
@@ -21,13 +23,16 @@ entries are the caller's (``str -> str``, keys not starting with ``spikenm.``).
 Loading checks every field as `spikenm.api.load_packed` does -- the exact set of
 tensors and metadata fields, their types, format and version, ``n:m``, axis and shape
 against the arrays, the stored dtype, indices in ``[0, m)`` and strictly increasing per
-block, and the checksum -- and raises ``ValueError`` naming the field.  A file that is
-not safetensors, or a safetensors file without this metadata, is a ``ValueError`` too.
+block, the checksums -- and raises ``ValueError`` naming the file and the field.  A file
+that is not safetensors, or a safetensors file without this metadata, is a ``ValueError``
+too; so is any other failure inside the reader (S3.11).  Version 1 files (without
+``spikenm.sha256``, so the caller's metadata is not covered) are still read.
 Only NumPy is needed: PyTorch/JAX `Packed` tensors are copied to the host when saved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 import os
@@ -37,7 +42,7 @@ import numpy as np
 
 from .container import FORMAT as CONTAINER_FORMAT
 from .container import STORAGE, VERSION as CONTAINER_VERSION
-from .container import check_layout, checksum, numpy_bfloat16
+from .container import check_layout, checksum, loader_boundary, numpy_bfloat16
 from .atomic import atomic_path
 from .dispatch import backend_for
 from .packed import Packed
@@ -46,8 +51,11 @@ __all__ = ["save_packed_safetensors", "load_packed_safetensors", "load_safetenso
            "FORMAT", "VERSION"]
 
 FORMAT = "spikenm.packed.safetensors"
-VERSION = 1
+VERSION = 2
+READS = ("1", "2")
+"""Versions `load_packed_safetensors` reads (1: no ``spikenm.sha256``)."""
 FORMAT_KEY, VERSION_KEY, TENSORS_KEY = "spikenm.format", "spikenm.version", "spikenm.tensors"
+DIGEST_KEY = "spikenm.sha256"
 RESERVED_PREFIX = "spikenm."
 FIELDS = ("n", "m", "shape", "axis", "dtype", "sha256")
 """Fields of every tensor's entry in ``spikenm.tensors``."""
@@ -159,6 +167,7 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         tensors[name + ".indices"] = indices
     extra.update({FORMAT_KEY: FORMAT, VERSION_KEY: str(VERSION),
                   TENSORS_KEY: json.dumps(entries, sort_keys=True, separators=(",", ":"))})
+    extra[DIGEST_KEY] = metadata_digest(extra)
     with atomic_path(path) as tmp:
         _safetensors().save_file(tensors, tmp, metadata=extra)
 
@@ -171,6 +180,8 @@ def _read(path: str | os.PathLike[str], *, arrays: bool = True
 
     _safetensors()
     where = os.fspath(path)
+    if os.path.isdir(where):
+        raise IsADirectoryError(f"{where!r} is a directory; expected a .safetensors file")
     if not os.path.isfile(where):
         raise FileNotFoundError(f"no file at {where!r}")
     try:
@@ -182,6 +193,20 @@ def _read(path: str | os.PathLike[str], *, arrays: bool = True
             f"{where!r} is not a readable .safetensors file ({type(exc).__name__}: {exc})"
         ) from None
     return dict(metadata or {}), tensors
+
+
+def metadata_digest(metadata: dict[str, str]) -> str:
+    """Hex SHA-256 of the JSON object of ``metadata`` without ``spikenm.sha256`` (sorted
+    keys, separators ``,`` and ``:``).
+
+    Examples
+    --------
+    >>> len(metadata_digest({"spikenm.format": FORMAT}))
+    64
+    """
+    rest = {k: v for k, v in metadata.items() if k != DIGEST_KEY}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _int(value: Any, field: str) -> int:
@@ -207,19 +232,30 @@ def _spikenm_metadata(metadata: dict[str, str], where: str) -> dict[str, Any]:
     if metadata[FORMAT_KEY] != FORMAT:
         raise ValueError(f"metadata field {FORMAT_KEY!r} is {metadata[FORMAT_KEY]!r}; "
                          f"expected {FORMAT!r}")
-    if metadata.get(VERSION_KEY) != str(VERSION):
-        raise ValueError(f"metadata field {VERSION_KEY!r} is {metadata.get(VERSION_KEY)!r}; "
-                         f"this spikenm reads version {VERSION!r}")
+    version = metadata.get(VERSION_KEY)
+    if version not in READS:
+        raise ValueError(f"metadata field {VERSION_KEY!r} is {version!r}; this spikenm reads "
+                         f"versions {', '.join(READS)}")
+    if version == "1" and DIGEST_KEY in metadata:
+        raise ValueError(f"metadata field {DIGEST_KEY!r} is not part of version 1")
     if TENSORS_KEY not in metadata:
         raise ValueError(f"metadata field {TENSORS_KEY!r} is missing")
     try:
         entries = json.loads(metadata[TENSORS_KEY])
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"metadata field {TENSORS_KEY!r} is not valid JSON ({exc})") from None
     if not isinstance(entries, dict):
         raise ValueError(f"metadata field {TENSORS_KEY!r} holds a {type(entries).__name__}; "
                          f"expected a JSON object name -> fields")
     return entries
+
+
+def _check_digest(metadata: dict[str, str]) -> None:
+    """``spikenm.sha256`` matches the other metadata (version 2 and later); checked after
+    the fields, so a tampered field is named first."""
+    if metadata.get(VERSION_KEY) != "1" and metadata.get(DIGEST_KEY) != metadata_digest(metadata):
+        raise ValueError(f"metadata field {DIGEST_KEY!r} is missing or does not match the "
+                         f"other metadata: the file was modified or corrupted")
 
 
 def _tensor(name: str, entry: Any, tensors: dict[str, np.ndarray]) -> Packed:
@@ -270,8 +306,13 @@ def load_packed_safetensors(path: str | os.PathLike[str]) -> dict[str, Packed]:
     FileNotFoundError
         No file at ``path``.
     """
-    metadata, tensors = _read(path)
     where = os.fspath(path)
+    with loader_boundary(repr(where), "spikenm .safetensors file"):
+        return _load(path, where)
+
+
+def _load(path: str | os.PathLike[str], where: str) -> dict[str, Packed]:
+    metadata, tensors = _read(path)
     entries = _spikenm_metadata(metadata, where)
     expected = {name + suffix for name in entries for suffix in SUFFIXES}
     missing = sorted(expected - set(tensors))
@@ -282,13 +323,18 @@ def load_packed_safetensors(path: str | os.PathLike[str]) -> dict[str, Packed]:
             f"tensors {unexpected} are not described; expected exactly '<name>.values' and "
             f"'<name>.indices' for every described name"
         )
-    return {name: _tensor(name, entry, tensors) for name, entry in sorted(entries.items())}
+    out = {name: _tensor(name, entry, tensors) for name, entry in sorted(entries.items())}
+    _check_digest(metadata)
+    return out
 
 
 def load_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The caller's metadata of a file written by `save_packed_safetensors` (the entries
     that do not start with ``"spikenm."``); ``ValueError`` as `load_packed_safetensors`
     for a file without spikenm metadata."""
-    metadata, _ = _read(path, arrays=False)
-    _spikenm_metadata(metadata, os.fspath(path))
-    return {k: v for k, v in metadata.items() if not k.startswith(RESERVED_PREFIX)}
+    where = os.fspath(path)
+    with loader_boundary(repr(where), "spikenm .safetensors file"):
+        metadata, _ = _read(path, arrays=False)
+        _spikenm_metadata(metadata, where)
+        _check_digest(metadata)
+        return {k: v for k, v in metadata.items() if not k.startswith(RESERVED_PREFIX)}

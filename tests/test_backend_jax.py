@@ -905,7 +905,7 @@ def test_S3_3_pack_under_jit_api_refuses_backend_works() -> None:
 def test_S3_1_unpack_refuses_out_of_range_indices() -> None:
     """S3.1/S0.5: a concrete index >= m raises instead of being dropped by the scatter."""
     bad = Packed(jnp.ones((1, 2)), jnp.array([[1, 4]], jnp.uint8), 2, 4, (1, 4), 1)
-    expected = r"indices\[0, 1\] \(block 0\) is 4; expected a value in \[0, 4\)"
+    expected = r"indices\[0, 1\] \(block 0 of row 0\) is 4; expected a value in \[0, 4\)"
     with pytest.raises(ValueError, match=expected):
         api.unpack(bad)
     with pytest.raises(ValueError, match=r"is 4; expected a value in \[0, 4\)"):

@@ -245,7 +245,7 @@ def test_S2_7_vjp_matches_finite_differences_for_unnormalized_targets(m: int, sc
     """Targets that do not sum to 1 (and one zero): the exact p * sum(q) - q form."""
     rng = np.random.default_rng(m)
     logits = rng.standard_normal((2, 2 * m))
-    targets = rng.random((2, 2 * m)) * 2
+    targets = rng.random((2, 2 * m))  # in [0, 1) (S0.8), block sums other than 1
     targets[0, 0] = 0.0
     cot = 1.7
     got = ref.eid_loss_vjp(logits, targets, m, scale, np.array(cot))

@@ -21,7 +21,7 @@ def _mlp() -> Graph:
                         Node("linear", (3,), 12, 4)))
 
 
-def test_S7_counts_by_hand_on_an_mlp() -> None:
+def test_S7_1_S7_2_counts_by_hand_on_an_mlp() -> None:
     rep = energy_report(_mlp(), [0.5, 0.1], 4, densities={1: 0.5})
     assert [r.macs_dense for r in rep.layers] == [128, 192, 48]
     assert [r.macs_nm for r in rep.layers] == [128, 96, 48]

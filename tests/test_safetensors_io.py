@@ -189,7 +189,7 @@ TAMPERS: list[tuple[str, Callable[[dict[str, str], dict[str, np.ndarray]], objec
     ("shape type", edit_entry("fc.weight", shape="4,8"), r"field 'shape' is '4,8'; expected a list"),
     ("missing field", edit_entry("fc.weight", axis=_DELETE), r"missing fields \['axis'\]"),
     ("extra field", edit_entry("fc.weight", note="x"), r"unexpected fields \['note'\]"),
-    ("version", lambda md, t: md.update({sio.VERSION_KEY: "2"}), r"'spikenm.version' is '2'"),
+    ("version", lambda md, t: md.update({sio.VERSION_KEY: "3"}), r"'spikenm.version' is '3'"),
     ("format", lambda md, t: md.update({sio.FORMAT_KEY: "other"}), r"'spikenm.format' is 'other'"),
     ("json", lambda md, t: md.update({sio.TENSORS_KEY: "{"}), r"'spikenm.tensors' is not valid JSON"),
     ("json kind", lambda md, t: md.update({sio.TENSORS_KEY: "[]"}), r"holds a list; expected"),

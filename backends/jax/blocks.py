@@ -35,8 +35,21 @@ def from_blocks(x: jax.Array) -> jax.Array:
 
 
 def _shifted(v: jax.Array) -> jax.Array:
-    """``v - max v`` over the last axis; the shift carries no gradient (it cancels)."""
-    return v - lax.stop_gradient(jnp.max(v, axis=-1, keepdims=True))
+    """``v - max v`` over the last axis, forced to ``<= 0`` and to exactly 0 at the
+    maximum; the shift carries no gradient (it cancels).
+
+    In exact arithmetic (and in any evaluation that rounds ``v`` once) both guards are
+    no-ops.  XLA may fuse the producer of ``v`` into the subtraction, e.g.
+    ``scale * logits - max`` into one fused multiply-add that subtracts the maximum of
+    the *rounded* products from the *exact* product: the maximum's entry is then off
+    by up to half an ulp of ``v`` (600 at ``v = 1e10`` in float32), and ``exp`` of it
+    overflows (``inf / inf = NaN``) or every entry underflows (``0 / 0``).  The guards
+    keep the largest term ``exp(0) = 1``, so the softmax stays finite for every finite
+    ``v`` (SPEC S0.8).
+    """
+    top = lax.stop_gradient(jnp.max(v, axis=-1, keepdims=True))
+    z = v - top
+    return jnp.where(v == top, jnp.zeros((), z.dtype), jnp.minimum(z, jnp.zeros((), z.dtype)))
 
 
 @jax.custom_jvp
@@ -70,10 +83,12 @@ def _softmax_block_jvp(
     return a, t - a * jnp.sum(t, axis=-1, keepdims=True)
 
 
+@jax.custom_jvp
 def log_softmax_block(v: jax.Array) -> jax.Array:
     """``log softmax_block(v)_i = v_i - max v - log sum_j exp(v_j - max v)`` over the
     last axis of a ``(..., G, m)`` block tensor (finite even where the softmax
-    underflows to 0).
+    underflows to 0).  Derivative (a custom JVP): ``v_dot - sum_block(a * v_dot)`` with
+    ``a = softmax_block(v)``.
 
     Examples
     --------
@@ -83,3 +98,13 @@ def log_softmax_block(v: jax.Array) -> jax.Array:
     """
     z = _shifted(v)
     return z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
+
+
+@log_softmax_block.defjvp
+def _log_softmax_block_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """Tangent ``v_dot - sum_block(softmax_block(v) * v_dot)`` (the guards of `_shifted`
+    carry no derivative)."""
+    (v,), (v_dot,) = primals, tangents
+    return log_softmax_block(v), v_dot - jnp.sum(softmax_block(v) * v_dot, axis=-1, keepdims=True)

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spikenm import validation
 from spikenm.api import unpack
 from spikenm.packed import Packed
 
@@ -56,8 +57,7 @@ class _PackedLayer(nn.Module):
 
     def __init__(self, packed: Packed, bias: torch.Tensor | None) -> None:
         super().__init__()
-        if not isinstance(packed, Packed):
-            raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+        validation.packed(packed)  # type, fields, shapes, indices (S3.10)
         if packed.axis != 1 or len(packed.shape) < 2:
             raise ValueError(
                 f"expected a packed layer weight (out, in, *kernel) with blocks along axis "
@@ -286,8 +286,7 @@ def to_sparse_semi_structured(packed: Packed, device: str | torch.device = "cuda
     TypeError
         A value dtype PyTorch's format does not take.
     """
-    if not isinstance(packed, Packed):
-        raise TypeError(f"expected a spikenm Packed, got {type(packed).__name__}")
+    validation.packed(packed)  # type, fields, shapes, indices (S3.10)
     if (packed.n, packed.m) != (2, 4) or len(packed.shape) != 2 or packed.axis != 1:
         raise ValueError(f"expected a 2-D 2:4 weight packed along axis 1, got {packed.n}:"
                          f"{packed.m} of shape {packed.shape} along axis {packed.axis}")

@@ -493,27 +493,50 @@ def resolve_config(path: str | Path) -> Path:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The nested dict in a ``.toml`` or ``.json`` file, or in a shipped configuration
-    named without a path (`resolve_config`)."""
+    named without a path (`resolve_config`).
+
+    Raises
+    ------
+    ConfigError
+        No such file or shipped name, a folder, another suffix, text that is not UTF-8,
+        invalid TOML/JSON, or JSON whose top level is not an object; the file is named.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"configuration file {str(p)!r} is a folder; expected a .toml or "
+                          f".json file")
     p = resolve_config(path)
-    text = p.read_bytes()
+    if p.suffix not in (".toml", ".json"):
+        raise ConfigError(f"configuration file {str(p)!r} must end in .toml or .json")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if p.suffix == ".toml":
         try:
-            return tomllib.loads(text.decode("utf-8"))
-        except tomllib.TOMLDecodeError as exc:
+            return tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise ConfigError(f"{p}: invalid TOML: {exc}") from None
-    if p.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p}: invalid JSON: {exc}") from None
-    raise ConfigError(f"configuration file {str(p)!r} must end in .toml or .json")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{p}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level is a JSON {type(data).__name__}; expected an "
+                          f"object of sections")
+    return data
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the file at ``path`` (if any), then ``overrides`` (flags win)."""
+    """Defaults, then the file at ``path`` (if any), then ``overrides`` (flags win).
+    An invalid value of the file is a `ConfigError` naming the file and the key."""
     cfg = TrainConfig()
     if path is not None:
-        cfg = config_from_dict(read_config_file(path), cfg)
+        data = read_config_file(path)
+        try:
+            cfg = config_from_dict(data, cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{resolve_config(path)}: {exc}") from None
     if overrides:
         cfg = config_from_dict(parse_overrides(overrides), cfg, text=True)
     return cfg

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..container import NpzFile, loader_boundary
 from .config import DataConfig
 from .local_files import load_cifar, load_idx_dataset
 
@@ -128,16 +129,77 @@ def build_shipped(out_dir: str | Path = DATA_DIR) -> dict[str, Path]:
     return written
 
 
+SHIPPED_ENTRIES = ("x_train", "y_train", "x_test", "y_test", "pixel_max")
+
+
+def read_dataset_npz(path: str | Path, name: str, classes: int = 10) -> Dataset:
+    """The dataset in an ``.npz`` of the shipped layout (``x_train``, ``y_train``,
+    ``x_test``, ``y_test``, ``pixel_max``; other entries are ignored), read without
+    trusting it (S3.11) and checked (S5.13) with `check_dataset`.
+
+    Raises
+    ------
+    ValueError
+        A corrupt or truncated archive, a missing entry, values out of range, naming the
+        file and the value.
+    """
+    where = repr(str(path))
+    with loader_boundary(where, "dataset .npz"):
+        with NpzFile(path, "a dataset .npz", "dataset entry") as z:
+            missing = [k for k in SHIPPED_ENTRIES if k not in z.members]
+            if missing:
+                raise ValueError(f"{where} lacks the entries {missing}; expected "
+                                 f"{list(SHIPPED_ENTRIES)}")
+            arrays = {k: z.read(k) for k in SHIPPED_ENTRIES}
+        pixel_max = arrays["pixel_max"]
+        if pixel_max.shape != () or pixel_max.dtype.kind not in "iuf" or \
+                not 0 < float(pixel_max) <= 255:
+            raise ValueError(f"{where}: pixel_max is {pixel_max!r}; expected a number in "
+                             f"(0, 255]")
+        ds = Dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                     arrays["y_test"], float(pixel_max), classes)
+        return check_dataset(ds, where)
+
+
+def check_dataset(ds: Dataset, where: str) -> Dataset:
+    """``ds`` with native-order arrays after checking it against the `Dataset` contract
+    (S5.13): ``x`` uint8 ``(N, C, H, W)`` with ``N >= 1`` and pixels in ``[0, pixel_max]``,
+    ``y`` 1-D integers (stored as int64) in ``[0, num_classes)``, one label per image, the
+    same ``(C, H, W)`` in both splits; ``ValueError`` naming ``where``, the entry and the
+    value otherwise."""
+    out = {}
+    for split in ("train", "test"):
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"{where}: x_{split} is {x.dtype} {x.shape}; expected uint8 "
+                             f"(N, C, H, W) with N >= 1")
+        if y.dtype.kind not in "iu" or y.shape != x.shape[:1]:
+            raise ValueError(f"{where}: y_{split} is {y.dtype} {y.shape}; expected "
+                             f"{x.shape[0]} integer labels")
+        bad = np.flatnonzero((y < 0) | (y >= ds.num_classes))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"{where}: y_{split}[{i}] is {y[i]}; expected a class in "
+                             f"[0, {ds.num_classes})")
+        if x.max() > ds.pixel_max:
+            i = int(np.argmax(x.reshape(-1) > ds.pixel_max))
+            raise ValueError(f"{where}: x_{split} pixel {i} (flat index) is "
+                             f"{x.reshape(-1)[i]}; expected values in [0, {ds.pixel_max:g}]")
+        out[f"x_{split}"], out[f"y_{split}"] = x, y.astype(np.int64)
+    if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
+        raise ValueError(f"{where}: x_train images are {ds.x_train.shape[1:]} but x_test "
+                         f"images are {ds.x_test.shape[1:]}; expected one (C, H, W)")
+    return Dataset(ds.name, out["x_train"], out["y_train"], out["x_test"], out["y_test"],
+                   ds.pixel_max, ds.num_classes)
+
+
 def _load_shipped(name: str) -> Dataset:
     path = DATA_DIR / SHIPPED[name]
     if not path.is_file():
         raise FileNotFoundError(
             f"shipped dataset {name!r} is missing: expected {path} (reinstall spikenm)"
         )
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test", "pixel_max")}
-    return Dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                   arrays["y_test"], float(arrays["pixel_max"]), 10)
+    return read_dataset_npz(path, name)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -146,7 +208,9 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     Raises
     ------
     ValueError
-        A local dataset without ``data.root``.
+        A local dataset without ``data.root``; a file that is corrupt, truncated, too
+        large for its header, or holds labels, pixels or shapes outside the `Dataset`
+        contract (S3.11; the message names the file, the entry and the value).
     spikenm.train.local_files.MissingDataError
         ``data.root`` lacks the expected files (the message names them).
     """
@@ -166,7 +230,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
             (xtr, ytr), (xte, yte) = (load_cifar(cfg.root, cfg.name, s)
                                       for s in ("train", "test"))
             classes = 100 if cfg.name == "cifar100" else 10
-        ds = Dataset(cfg.name, xtr, ytr, xte, yte, 255.0, classes)
+        ds = check_dataset(Dataset(cfg.name, xtr, ytr, xte, yte, 255.0, classes),
+                           repr(str(cfg.root)))
     if cfg.train_limit or cfg.test_limit:
         ntr = cfg.train_limit or ds.x_train.shape[0]
         nte = cfg.test_limit or ds.x_test.shape[0]

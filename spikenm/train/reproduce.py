@@ -13,21 +13,28 @@ are this grid's).  Besides the default variants a grid can run the EID variants
 ``spikenm-global``, ``-block``, ``-gated``, ``-inclusion`` and ``-signed`` (SPEC S2.9,
 S2.11); the report repeats the claims for each.  The saved runs are measurements of the code that
 made them: delete ``OUT`` (or use another) to measure again after changing the code.
+
+Crash safety (S5.12b): ``OUT`` must be a folder (or not exist) that holds no `train` run
+(`spikenm.train.loop.RUN_FILES`); the temporary files a killed grid left for its own
+files (`GRID_FILES`) are removed at the start; SIGINT/SIGTERM stop the grid at the next
+step of the current run, or between runs, raising `spikenm.train.loop.Interrupted` after
+every finished run is saved (the cut run is not: it is rerun when the grid continues).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import signal
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..atomic import atomic_path, remove_stale_temps
+from ..progress import Progress
 from . import report
 from .config import TrainConfig, config_to_dict, load_config
-from .loop import train
+from .loop import RUN_FILES, Interrupted, StopRequest, stop_signals, train
 
 @dataclass(frozen=True)
 class Variant:
@@ -130,6 +137,10 @@ RUNS_FILE = "runs.json"
 """Every finished run in ``OUT``, with its configuration (the key of reuse)."""
 RESULTS_FILE = "results.json"
 """The runs of the last complete grid run into ``OUT``."""
+REPORT_FILE = "report.md"
+"""The markdown report of `write_report`."""
+GRID_FILES = (RUNS_FILE, RESULTS_FILE, REPORT_FILE)
+"""The files of ``OUT`` written atomically (their stale temporary files are removed)."""
 
 
 def run_key(cfg: TrainConfig) -> str:
@@ -185,51 +196,102 @@ def _load_runs(path: Path) -> dict[str, dict[str, Any]]:
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1)
+
+
+def check_out(out: Path) -> list[Path]:
+    """Check the grid's output folder and remove the stale temporary files of
+    `GRID_FILES` (`spikenm.atomic.remove_stale_temps`); returns those removed.
+
+    Raises
+    ------
+    ValueError
+        When ``out`` is a file, or a folder holding a `train` run
+        (`spikenm.train.loop.RUN_FILES`).
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, expected a folder (new or holding "
+                         f"a grid)")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held:
+        raise ValueError(f"--out {str(out)!r} holds a spikenm train run ({', '.join(held)}),"
+                         f" not a grid: choose another folder")
+    return remove_stale_temps(out, GRID_FILES)
 
 
 def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str, ...] = (),
              stream: TextIO | None = None) -> list[dict[str, Any]]:
     """Run (or continue) ``grid``; returns one record per cell.  Runs already saved in
     ``OUT/runs.json`` with the same configuration are reused, not rerun.  One progress
-    line per cell goes to ``stream`` when given."""
+    line per cell goes to ``stream`` when given.
+
+    Raises
+    ------
+    ValueError
+        When ``OUT`` is not a grid's folder (`check_out`) or its ``runs.json`` is not
+        one of `run_grid`.
+    Interrupted
+        SIGINT or SIGTERM arrived (`spikenm.train.loop.stop_signals`); every run finished
+        before it is in ``OUT/runs.json``.
+    """
     out = Path(out_dir)
+    removed = check_out(out)
+    if removed and stream is not None:
+        stream.write(f"removed {len(removed)} stale temporary file(s) of a killed grid: "
+                     + ", ".join(p.name for p in removed) + "\n")
+    with stop_signals() as stop:
+        return _run_cells(grid, backend, out, overrides, stream, stop)
+
+
+def _stopped(signum: int, done: int, total: int, out: Path, during: str) -> Interrupted:
+    return Interrupted(signum, f"stopped by {signal.Signals(signum).name} {during}; {done} of "
+                               f"{total} runs are saved in {out / RUNS_FILE}: run the same "
+                               f"command to continue")
+
+
+def _run_cells(grid: Grid, backend: str, out: Path, overrides: tuple[str, ...],
+               stream: TextIO | None, stop: StopRequest) -> list[dict[str, Any]]:
     runs_path = out / RUNS_FILE
     saved = _load_runs(runs_path)
     key = grid_key(grid, backend, overrides)
     todo = cells(grid)
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for i, (variant, pattern, seed) in enumerate(todo):
-        cfg = run_config(grid, variant, pattern, seed, backend, overrides)
-        cell_key = run_key(cfg)
-        reused = cell_key in saved
-        if reused:
-            run = dict(saved[cell_key], variant=variant, pattern=pattern, seed=seed)
-        else:
-            result = train(cfg, stream=None)
-            s = result.summary
-            run = {"variant": variant, "pattern": pattern, "seed": seed,
-                   "test_acc": s["test_acc"], "flip_rate": s["flip_rate"],
-                   "argmax_flip_rate": s.get("argmax_flip_rate"),
-                   "inclusion_variance": s.get("inclusion_variance"),
-                   "firing_rates": s["firing_rates"], "seconds": s["seconds"],
-                   "flip_history": history(result.records, "flip_rate"),
-                   "variance_history": history(result.records, "inclusion_variance"),
-                   "layers": s["layers"], "config": json.loads(cell_key)}
-            saved[cell_key] = run
-            _write_json(runs_path, {"runs": list(saved.values())})
-        runs.append(run)
-        if stream is not None:
+    with Progress(len(todo), stream, "reproduce", "run") as bar:
+        for i, (variant, pattern, seed) in enumerate(todo):
+            cfg = run_config(grid, variant, pattern, seed, backend, overrides)
+            cell_key = run_key(cfg)
+            reused = cell_key in saved
+            if stop.signum is not None:
+                raise _stopped(stop.signum, len(runs), len(todo), out, f"before run {i + 1}")
+            if reused:
+                run = dict(saved[cell_key], variant=variant, pattern=pattern, seed=seed)
+            else:
+                try:
+                    result = train(cfg, stream=None)
+                except Interrupted as exc:
+                    raise _stopped(exc.signum, len(runs), len(todo), out,
+                                   f"in run {i + 1} ({variant} {pattern} seed {seed})") from None
+                s = result.summary
+                run = {"variant": variant, "pattern": pattern, "seed": seed,
+                       "test_acc": s["test_acc"], "flip_rate": s["flip_rate"],
+                       "argmax_flip_rate": s.get("argmax_flip_rate"),
+                       "inclusion_variance": s.get("inclusion_variance"),
+                       "firing_rates": s["firing_rates"], "seconds": s["seconds"],
+                       "flip_history": history(result.records, "flip_rate"),
+                       "variance_history": history(result.records, "inclusion_variance"),
+                       "layers": s["layers"], "config": json.loads(cell_key)}
+                saved[cell_key] = run
+                _write_json(runs_path, {"runs": list(saved.values())})
+            runs.append(run)
+            bar.update()
             flip = "" if run["flip_rate"] is None else f"  flip {run['flip_rate']:.4f}"
             how = "saved run reused" if reused else f"{run['seconds']:.1f} s"
-            stream.write(f"[{i + 1}/{len(todo)}] {variant:<14} {pattern:<5} seed {seed}  "
-                         f"test acc {run['test_acc']:.4f}{flip}  {how}  "
-                         f"(elapsed {time.perf_counter() - t0:.0f} s)\n")
-            stream.flush()
+            bar.write(f"[{i + 1}/{len(todo)}] {variant:<14} {pattern:<5} seed {seed}  "
+                      f"test acc {run['test_acc']:.4f}{flip}  {how}  "
+                      f"(elapsed {time.perf_counter() - t0:.0f} s)")
     _write_json(out / RESULTS_FILE, {"key": key, "runs": runs})
     return runs
 
@@ -298,5 +360,6 @@ def write_report(grid: Grid, backend: str, out_dir: str | Path, command: str,
         *[f"- {n}" for n in notes],
         "",
     ])
-    (out / "report.md").write_text(text, encoding="utf-8")
+    with atomic_path(out / REPORT_FILE) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
     return text

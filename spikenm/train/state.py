@@ -8,9 +8,14 @@ from its arrays therefore continues a run bit-identically on the same backend (S
 
 `LogState` is the loop's host-side bookkeeping of the open logging interval (its sums,
 the gradient measurements of S5.9a made in it, and the previous logging step's final
-masks for ``argmax_flip_rate``); it is checkpointed next to the `TrainState` (arrays
-under ``log/``, metadata under ``"log"``) so that a resumed run writes the metric
-records an uninterrupted run writes.
+masks for ``argmax_flip_rate``) and the run's wall time so far; it is checkpointed next
+to the `TrainState` (arrays under ``log/``, metadata under ``"log"``) so that a resumed
+run writes the metric records an uninterrupted run writes (S5.12a: identical but for the
+wall-clock fields ``ms_per_step`` and ``seconds``, which count the time of every session).
+
+`check_arrays_like` compares a checkpoint's arrays with those of a fresh state of the
+network before any of them is used, so a checkpoint of another network, dtype or shape
+is refused by name instead of failing later inside a step.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import numpy as np
 from spikenm.methods import MethodState
 from spikenm.optim import OptState
 
-__all__ = ["TrainState", "state_to_arrays", "state_from_arrays", "LogState",
-           "log_state_to_arrays", "log_state_from_arrays"]
+__all__ = ["TrainState", "state_to_arrays", "state_from_arrays", "check_arrays_like",
+           "LogState", "log_state_to_arrays", "log_state_from_arrays", "LOG_SUMS"]
 
 Array = Any
 
@@ -102,8 +107,41 @@ def state_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
         raise ValueError(f"checkpoint is missing entry {exc.args[0]!r}") from None
 
 
-LOG_SUMS = ("loss", "correct", "count", "steps", "changed", "compared")
-"""Sums of the open logging interval kept in `LogState.sums`."""
+def check_arrays_like(arrays: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                      source: str) -> None:
+    """Refuse checkpoint ``arrays`` that do not fit the network of ``expected`` (the arrays
+    of its fresh state, `state_to_arrays`).
+
+    Every ``params/`` and ``buffers/`` entry of ``expected`` must be in ``arrays`` and no
+    other; every entry present in both (optimizer moments and method arrays included)
+    must have the same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` (the checkpoint file), the entry, what it holds and what the
+        network expects.
+    """
+    fixed = ("params/", "buffers/")
+    want = {k for k in expected if k.startswith(fixed)}
+    have = {k for k in arrays if k.startswith(fixed)}
+    if want != have:
+        missing, extra = sorted(want - have), sorted(have - want)
+        parts = ([f"missing entries {missing[:4]}"] if missing else []) + \
+            ([f"entries the network lacks {extra[:4]}"] if extra else [])
+        raise ValueError(f"{source} does not fit the network: {'; '.join(parts)}")
+    for key in sorted(set(arrays) & set(expected)):
+        got, ref = np.asarray(arrays[key]), expected[key]
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise ValueError(f"{source}: entry {key!r} is {got.dtype} of shape "
+                             f"{got.shape}; the network expects {ref.dtype} of shape "
+                             f"{ref.shape} (a checkpoint of another network, dtype or "
+                             f"backend?)")
+
+
+LOG_SUMS = ("loss", "correct", "count", "steps", "changed", "compared", "seconds")
+"""Sums of the open logging interval kept in `LogState.sums` (``seconds``: its wall
+time so far)."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +158,15 @@ class LogState:
     argmax_previous : dict int -> ndarray
         ``final_mask(pi)`` of every sampled layer at the previous logging step (uint8,
         block layout), for ``argmax_flip_rate``.
+    elapsed : float
+        Wall seconds of the run's steps so far, over every session (the summary's
+        ``seconds``).
     """
 
     sums: Mapping[str, float] = field(default_factory=dict)
     grad_points: tuple[Mapping[str, Any], ...] = ()
     argmax_previous: Mapping[int, np.ndarray] = field(default_factory=dict)
+    elapsed: float = 0.0
 
 
 def log_state_to_arrays(log: LogState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -134,7 +176,8 @@ def log_state_to_arrays(log: LogState) -> tuple[dict[str, np.ndarray], dict[str,
               for k, v in sorted(log.argmax_previous.items())}
     meta = {"sums": {key: log.sums[key] for key in LOG_SUMS if key in log.sums},
             "grad_points": [dict(p) for p in log.grad_points],
-            "argmax_previous": sorted(int(k) for k in log.argmax_previous)}
+            "argmax_previous": sorted(int(k) for k in log.argmax_previous),
+            "elapsed": float(log.elapsed)}
     return arrays, meta
 
 
@@ -155,4 +198,5 @@ def log_state_from_arrays(arrays: Mapping[str, np.ndarray], meta: Mapping[str, A
                     for k in meta.get("argmax_previous", [])}
     except KeyError as exc:
         raise ValueError(f"checkpoint is missing entry {exc.args[0]!r}") from None
-    return LogState(dict(meta.get("sums", {})), tuple(meta.get("grad_points", [])), previous)
+    return LogState(dict(meta.get("sums", {})), tuple(meta.get("grad_points", [])), previous,
+                    float(meta.get("elapsed", 0.0)))
