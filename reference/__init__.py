@@ -31,6 +31,9 @@ name = "numpy"
 differentiable = True
 spmm_bool_input = True
 """`spmm` takes bool spikes for ``x`` (its event-driven kernel, SPEC S3.6)."""
+pack_checks_blocks = True
+"""`pack` raises ``ValueError`` itself on a block keeping more than ``n`` (its fused pass,
+S3.3), so the api checks the block counts only after such an error."""
 
 
 def owns(x: Any) -> bool:
@@ -44,7 +47,8 @@ __all__ = [
     "gumbel_like", "topn_mask", "relaxed_topn", "sample_mask", "block_probs",
     "relaxed_topn_vjp", "sample_mask_vjp",
     "eligibility_credit", "eid_targets", "eid_loss", "eid_loss_vjp", "credit_scores",
-    "block_nnz", "pack", "unpack", "spmm", "name", "owns", "spmm_bool_input", "BACKEND",
+    "block_nnz", "pack", "unpack", "spmm", "name", "owns", "spmm_bool_input", "pack_checks_blocks",
+    "BACKEND",
 ]
 
 BACKEND = sys.modules[__name__]

@@ -536,14 +536,23 @@ def pack(w: Any, n: int, m: int, *, mask: Any = None, axis: int = -1) -> Packed:
             raise ValueError(f"mask must contain only 0 and 1, found {bad.item()!r}")
         keep = mask
         name, what = "mask", "pack"
-    counts = _block_counts(be, keep, m, ax, what, name)
-    where = _first_bad_block(counts, n)
-    if where is not None:
-        raise ValueError(
-            f"cannot pack {name} as {n}:{m}: {_describe_block(tuple(w.shape), ax, m, where)} "
-            f"keeps {int(counts[where])} entries, expected at most {n}"
-        )
-    values, indices = be.pack(_last(be, w, ax), _last(be, keep, ax), n, m)
+    def refuse_bad_block() -> None:
+        counts = _block_counts(be, keep, m, ax, what, name)
+        where = _first_bad_block(counts, n)
+        if where is not None:
+            raise ValueError(
+                f"cannot pack {name} as {n}:{m}: "
+                f"{_describe_block(tuple(w.shape), ax, m, where)} keeps "
+                f"{int(counts[where])} entries, expected at most {n}"
+            )
+
+    if not getattr(be, "pack_checks_blocks", False):
+        refuse_bad_block()  # before the backend's pack, which may drop extra entries
+    try:
+        values, indices = be.pack(_last(be, w, ax), _last(be, keep, ax), n, m)
+    except ValueError:
+        refuse_bad_block()  # the same message on every backend, in the caller's axes
+        raise
     return Packed(values, indices, n, m, tuple(int(s) for s in w.shape), ax)
 
 

@@ -111,12 +111,15 @@ REQUIRED = tuple(
     name for name in Backend.__dict__
     if not name.startswith("_") and callable(Backend.__dict__[name])
 ) + ("name",)
-OPTIONAL = ("differentiable", "owns", "stop_gradient", "spmm_bool_input")
+OPTIONAL = ("differentiable", "owns", "stop_gradient", "spmm_bool_input", "pack_checks_blocks")
 """Optional members: ``differentiable`` (default True), ``owns(x)``, the type test
 `spikenm.registry.owner_of` asks (``isinstance``, so subclasses count), and
 ``stop_gradient(x)`` (default: ``x`` itself), which a differentiable backend gives so that
 targets built from logits (S2.11 ``gated``) receive no gradient, and ``spmm_bool_input``
-(default False): True when ``spmm`` takes bool spikes for ``x`` (S3.6)."""
+(default False): True when ``spmm`` takes bool spikes for ``x`` (S3.6), and
+``pack_checks_blocks`` (default False): True when ``pack`` itself raises ``ValueError`` on
+a block keeping more than ``n`` (S3.3), so `spikenm.api.pack` skips its own count pass
+(it still names the block, in the caller's axes, after such an error)."""
 
 
 def missing_members(backend: object) -> list[str]:

@@ -326,3 +326,29 @@ def test_kernel_outputs_are_64_byte_aligned_for_zero_copy_jax() -> None:
         assert a.ctypes.data % 64 == 0
     v, _ = ref.pack(w, w, 2, 4)
     assert jp._to_jax(v).unsafe_buffer_pointer() == v.ctypes.data
+
+
+def test_S3_3_api_pack_counts_blocks_only_after_the_kernel_refuses(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """On a backend whose pack checks blocks itself (`pack_checks_blocks`, the reference),
+    api.pack makes one pass on valid input; a bad block still gets the api's message in
+    the caller's axes."""
+    import spikenm.api as api_module
+
+    calls: list[int] = []
+    real = api_module._block_counts
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(api_module, "_block_counts", counting)
+    w = np.zeros((3, 8), np.float32)
+    w[:, ::4] = 1.0
+    api.pack(w, 2, 4)
+    assert calls == []
+    w[2, 5:8] = 2.0
+    with np.testing.assert_raises_regex(ValueError, r"cannot pack w as 2:4: block 1 at \[2, 4:8\] keeps 4 entries"):
+        api.pack(w, 2, 4)
+    assert calls == [1]
+    calls.clear()
+    api.pack(torch.ones(2, 4), 4, 4)  # torch (no pack_checks_blocks): the count runs first
+    assert calls == [1]
