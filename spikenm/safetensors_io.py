@@ -7,9 +7,11 @@ these entries of the file's text metadata:
 
 =====================  ===============================================================
 ``spikenm.format``     ``"spikenm.packed.safetensors"``
-``spikenm.version``    ``"2"``
+``spikenm.version``    ``"3"``
 ``spikenm.tensors``    JSON object: name -> ``{"n", "m", "shape", "axis", "dtype",
                        "sha256"}`` (integers, a list of integers, strings)
+``spikenm.dense``      JSON object: name -> ``{"shape", "dtype", "sha256"}`` of the dense
+                       tensors stored under their own name (version 3)
 ``spikenm.sha256``     hex SHA-256 of the JSON object of every other metadata entry
                        (sorted keys, separators ``,`` and ``:``), the caller's included
 =====================  ===============================================================
@@ -51,11 +53,15 @@ __all__ = ["save_packed_safetensors", "load_packed_safetensors", "load_safetenso
            "FORMAT", "VERSION"]
 
 FORMAT = "spikenm.packed.safetensors"
-VERSION = 2
-READS = ("1", "2")
+VERSION = 3
+READS = ("1", "2", "3")
 """Versions `load_packed_safetensors` reads (1: no ``spikenm.sha256``)."""
 FORMAT_KEY, VERSION_KEY, TENSORS_KEY = "spikenm.format", "spikenm.version", "spikenm.tensors"
 DIGEST_KEY = "spikenm.sha256"
+DENSE_KEY = "spikenm.dense"
+"""Version 3: JSON object name -> ``{"shape", "dtype", "sha256"}`` of the dense tensors."""
+DENSE_FIELDS = ("shape", "dtype", "sha256")
+DENSE_FORMAT = "spikenm.dense"
 RESERVED_PREFIX = "spikenm."
 FIELDS = ("n", "m", "shape", "axis", "dtype", "sha256")
 """Fields of every tensor's entry in ``spikenm.tensors``."""
@@ -93,8 +99,11 @@ def _digest(header: dict[str, Any], values: np.ndarray, indices: np.ndarray) -> 
 
 
 def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[str, Packed],
-                            metadata: dict[str, str] | None = None) -> None:
-    """Write named `Packed` tensors to one ``.safetensors`` file.
+                            metadata: dict[str, str] | None = None, *,
+                            dense: dict[str, Any] | None = None) -> None:
+    """Write named `Packed` tensors, and optionally dense ones beside them (a whole
+    model: the N:M layers packed, the dense layers, biases and batch-norm statistics as
+    they are), to one ``.safetensors`` file.
 
     Every tensor is validated first (the checks of `load_packed_safetensors`), so only
     valid files are written; the file is written next to ``path`` and moved into place
@@ -108,6 +117,10 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         strings.
     metadata : dict str -> str, optional
         Extra text metadata; keys must not start with ``"spikenm."``.
+    dense : dict str -> array, optional
+        Dense tensors of any backend, stored under their own name with a checksum each
+        (read back by `load_safetensors`); names must not clash with the packed ones or
+        their ``.values``/``.indices`` tensors.
 
     Raises
     ------
@@ -165,11 +178,48 @@ def save_packed_safetensors(path: str | os.PathLike[str], packed_by_name: dict[s
         values = stored.view(numpy_bfloat16("bfloat16 values")) if dtype == "bfloat16" else stored
         tensors[name + ".values"] = np.ascontiguousarray(values)
         tensors[name + ".indices"] = indices
+    dense_entries = _dense_entries(dense, tensors, set(entries))
     extra.update({FORMAT_KEY: FORMAT, VERSION_KEY: str(VERSION),
-                  TENSORS_KEY: json.dumps(entries, sort_keys=True, separators=(",", ":"))})
+                  TENSORS_KEY: json.dumps(entries, sort_keys=True, separators=(",", ":")),
+                  DENSE_KEY: json.dumps(dense_entries, sort_keys=True, separators=(",", ":"))})
     extra[DIGEST_KEY] = metadata_digest(extra)
     with atomic_path(path) as tmp:
         _safetensors().save_file(tensors, tmp, metadata=extra)
+
+
+def _dense_digest(shape: list[int], dtype: str, stored: np.ndarray) -> str:
+    return checksum({"format": DENSE_FORMAT, "version": 1, "shape": shape, "dtype": dtype},
+                    stored, np.empty(0, np.uint8))
+
+
+def _dense_entries(dense: dict[str, Any] | None, tensors: dict[str, np.ndarray],
+                   packed_names: set[str]) -> dict[str, dict[str, Any]]:
+    """Add the dense tensors to ``tensors`` (which holds the packed ones); their metadata."""
+    if dense is None:
+        return {}
+    if not isinstance(dense, dict):
+        raise TypeError(f"dense must be a dict str -> array, got {type(dense).__name__}")
+    entries: dict[str, dict[str, Any]] = {}
+    for name, array in dense.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
+        if name in tensors or name in packed_names:  # a packed name or one of its tensors
+            raise ValueError(f"dense tensor name {name!r} clashes with a packed tensor")
+        if array is None or not hasattr(array, "shape"):
+            raise TypeError(f"dense tensor {name!r} is a {type(array).__name__}; expected "
+                            f"an array")
+        be = backend_for(**{"dense": array})
+        dtype = be.dtype_name(array)
+        if dtype not in STORAGE:
+            raise TypeError(f"dense tensor {name!r} has dtype {dtype}; the file stores "
+                            f"{sorted(STORAGE)}")
+        stored = np.array(be.to_numpy(array), dtype=STORAGE[dtype], order="C")  # keeps 0-d
+        shape = [int(x) for x in stored.shape]
+        entries[name] = {"shape": shape, "dtype": dtype,
+                         "sha256": _dense_digest(shape, dtype, stored)}
+        tensors[name] = stored.view(numpy_bfloat16("bfloat16 values")) \
+            if dtype == "bfloat16" else stored
+    return entries
 
 
 def _read(path: str | os.PathLike[str], *, arrays: bool = True
@@ -291,7 +341,8 @@ def _tensor(name: str, entry: Any, tensors: dict[str, np.ndarray]) -> Packed:
 
 
 def load_packed_safetensors(path: str | os.PathLike[str]) -> dict[str, Packed]:
-    """Read and validate a file written by `save_packed_safetensors`.
+    """Read and validate a file written by `save_packed_safetensors`: its packed tensors
+    (dense tensors beside them are validated too; `load_safetensors` returns both).
 
     Returns
     -------
@@ -311,21 +362,99 @@ def load_packed_safetensors(path: str | os.PathLike[str]) -> dict[str, Packed]:
         return _load(path, where)
 
 
+def load_safetensors(path: str | os.PathLike[str]
+                     ) -> tuple[dict[str, Packed], dict[str, np.ndarray]]:
+    """``(packed, dense)``: every tensor of a file written by `save_packed_safetensors`,
+    each validated and checked against its checksum (NumPy arrays, sorted by name).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As `load_packed_safetensors`; also for a dense tensor whose field or checksum does
+        not match (named).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from spikenm.api import pack
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> w = np.array([[0.0, 5.0, 0.0, 7.0]], np.float32)
+    >>> save_packed_safetensors(path, {"fc.weight": pack(w, 2, 4)},
+    ...                         dense={"fc.bias": np.array([0.5], np.float32)})
+    >>> packed, dense = load_safetensors(path)
+    >>> list(packed), dense["fc.bias"]
+    (['fc.weight'], array([0.5], dtype=float32))
+    """
+    where = os.fspath(path)
+    with loader_boundary(repr(where), "spikenm .safetensors file"):
+        return _load_all(path, where)
+
+
+def _dense_tensor(name: str, entry: Any, array: np.ndarray) -> np.ndarray:
+    field = f"metadata of dense tensor {name!r}"
+    if not isinstance(entry, dict) or sorted(entry) != sorted(DENSE_FIELDS):
+        raise ValueError(f"{field} is {entry!r}; expected a JSON object with exactly "
+                         f"{list(DENSE_FIELDS)}")
+    shape = entry["shape"]
+    if not isinstance(shape, list):
+        raise ValueError(f"{field}: field 'shape' is {shape!r}; expected a list of integers")
+    shape = [_int(v, f"{field}: field 'shape' entry") for v in shape]
+    dtype = _str(entry["dtype"], f"{field}: field 'dtype'")
+    if dtype not in STORAGE:
+        raise ValueError(f"{field}: field 'dtype' is {dtype!r}; expected one of {sorted(STORAGE)}")
+    if array.dtype != _file_dtype(dtype) or list(array.shape) != shape:
+        raise ValueError(f"dense tensor {name!r} is stored as {array.dtype} {list(array.shape)}; "
+                         f"its metadata says {dtype} {shape}")
+    stored = array.view(STORAGE[dtype]) if dtype == "bfloat16" else array
+    if _str(entry["sha256"], f"{field}: field 'sha256'") != _dense_digest(shape, dtype, stored):
+        raise ValueError(f"{field}: field 'sha256' does not match the array: the file was "
+                         f"modified or corrupted")
+    return np.array(array)
+
+
 def _load(path: str | os.PathLike[str], where: str) -> dict[str, Packed]:
+    return _load_all(path, where)[0]
+
+
+def _load_all(path: str | os.PathLike[str], where: str
+              ) -> tuple[dict[str, Packed], dict[str, np.ndarray]]:
     metadata, tensors = _read(path)
     entries = _spikenm_metadata(metadata, where)
-    expected = {name + suffix for name in entries for suffix in SUFFIXES}
+    dense_entries = _dense_metadata(metadata)
+    expected = {name + suffix for name in entries for suffix in SUFFIXES} | set(dense_entries)
     missing = sorted(expected - set(tensors))
     unexpected = sorted(set(tensors) - expected)
     if missing or unexpected:
         raise ValueError(
             f"{where!r}: tensors {missing} are described in {TENSORS_KEY!r} but missing, "
             f"tensors {unexpected} are not described; expected exactly '<name>.values' and "
-            f"'<name>.indices' for every described name"
+            f"'<name>.indices' for every packed name and '<name>' for every dense one"
         )
     out = {name: _tensor(name, entry, tensors) for name, entry in sorted(entries.items())}
+    dense = {name: _dense_tensor(name, entry, tensors[name])
+             for name, entry in sorted(dense_entries.items())}
     _check_digest(metadata)
-    return out
+    return out, dense
+
+
+def _dense_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    """The parsed ``spikenm.dense`` object (version 3; ``{}`` before)."""
+    if metadata.get(VERSION_KEY) in ("1", "2"):
+        if DENSE_KEY in metadata:
+            raise ValueError(f"metadata field {DENSE_KEY!r} is not part of version "
+                             f"{metadata[VERSION_KEY]}")
+        return {}
+    if DENSE_KEY not in metadata:
+        raise ValueError(f"metadata field {DENSE_KEY!r} is missing")
+    try:
+        entries = json.loads(metadata[DENSE_KEY])
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"metadata field {DENSE_KEY!r} is not valid JSON ({exc})") from None
+    if not isinstance(entries, dict):
+        raise ValueError(f"metadata field {DENSE_KEY!r} holds a {type(entries).__name__}; "
+                         f"expected a JSON object name -> fields")
+    return entries
 
 
 def load_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -189,7 +189,7 @@ TAMPERS: list[tuple[str, Callable[[dict[str, str], dict[str, np.ndarray]], objec
     ("shape type", edit_entry("fc.weight", shape="4,8"), r"field 'shape' is '4,8'; expected a list"),
     ("missing field", edit_entry("fc.weight", axis=_DELETE), r"missing fields \['axis'\]"),
     ("extra field", edit_entry("fc.weight", note="x"), r"unexpected fields \['note'\]"),
-    ("version", lambda md, t: md.update({sio.VERSION_KEY: "3"}), r"'spikenm.version' is '3'"),
+    ("version", lambda md, t: md.update({sio.VERSION_KEY: "4"}), r"'spikenm.version' is '4'"),
     ("format", lambda md, t: md.update({sio.FORMAT_KEY: "other"}), r"'spikenm.format' is 'other'"),
     ("json", lambda md, t: md.update({sio.TENSORS_KEY: "{"}), r"'spikenm.tensors' is not valid JSON"),
     ("json kind", lambda md, t: md.update({sio.TENSORS_KEY: "[]"}), r"holds a list; expected"),
@@ -282,3 +282,78 @@ def test_S3_7_save_validates_before_writing(tmp_path: Path) -> None:
         sio.save_packed_safetensors(path, {"": good})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]   # no temp files
+
+
+def _model_file(tmp_path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    packed = {"fc2.weight": api.pack(sparse((8, 16), 2, 4, np.float32, 1, 3), 2, 4, axis=1)}
+    dense = {"fc1.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
+             "fc1.bias": torch.tensor([0.5, -1.0, 2.0]),
+             "bn0.running_var": np.array([1.0, 2.0], ml_dtypes.bfloat16),
+             "step": np.array(7, np.int64)}
+    path = tmp_path / "model.safetensors"
+    sio.save_packed_safetensors(path, packed, {"run": "x"}, dense=dense)
+    return path, packed, dense
+
+
+def test_S3_7_dense_and_packed_layers_in_one_file(tmp_path: Path) -> None:
+    """Version 3: dense tensors beside the packed ones, each with its checksum; the packed
+    loader still returns the packed ones."""
+    path, packed, dense = _model_file(tmp_path)
+    got_packed, got_dense = sio.load_safetensors(path)
+    assert list(got_packed) == ["fc2.weight"] and same_packed(got_packed["fc2.weight"],
+                                                              packed["fc2.weight"])
+    assert sorted(got_dense) == sorted(dense)
+    for name, want in dense.items():
+        want_np = want.numpy() if isinstance(want, torch.Tensor) else want
+        assert got_dense[name].dtype == want_np.dtype and got_dense[name].shape == want_np.shape
+        assert np.array_equal(bits(got_dense[name]), bits(want_np))
+    assert list(sio.load_packed_safetensors(path)) == ["fc2.weight"]
+    assert sio.load_safetensors_metadata(path) == {"run": "x"}
+    with safe_open(str(path), framework="np") as f:
+        assert f.metadata()[sio.VERSION_KEY] == "3"
+        assert sorted(f.keys()) == sorted(["fc2.weight.values", "fc2.weight.indices", *dense])
+
+
+def test_S3_7_dense_refusals(tmp_path: Path) -> None:
+    p = {"fc.weight": api.pack(sparse((4, 8), 2, 4, np.float32, 1, 0), 2, 4, axis=1)}
+    out = tmp_path / "x.safetensors"
+    for dense, error, match in (
+            ({"fc.weight": np.zeros(2, np.float32)}, ValueError, "clashes with a packed"),
+            ({"fc.weight.values": np.zeros(2, np.float32)}, ValueError, "clashes"),
+            ({"": np.zeros(2)}, ValueError, "non-empty strings"),
+            ({"b": [1.0, 2.0]}, TypeError, "dense tensor 'b' is a list"),
+            ({"b": np.zeros(2, np.complex64)}, TypeError, "has dtype complex64"),
+            ([1], TypeError, "dense must be a dict")):
+        with pytest.raises(error, match=match):
+            sio.save_packed_safetensors(out, p, dense=dense)  # type: ignore[arg-type]
+        assert not out.exists()
+
+
+def test_S3_7_tampered_dense_tensor_is_named(tmp_path: Path) -> None:
+    path, _, _ = _model_file(tmp_path)
+    with safe_open(str(path), framework="np") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+
+    def rewrite(md: dict[str, str], ts: dict[str, np.ndarray]) -> Path:
+        md = dict(md)
+        md.pop(sio.DIGEST_KEY)
+        md[sio.DIGEST_KEY] = sio.metadata_digest(md)  # a consistent file-level digest
+        target = tmp_path / "t.safetensors"
+        stn.save_file(ts, str(target), metadata=md)
+        return target
+
+    flipped = dict(tensors, **{"fc1.bias": tensors["fc1.bias"] + 1})
+    with pytest.raises(ValueError, match=r"dense tensor 'fc1.bias'.*'sha256' does not match"):
+        sio.load_safetensors(rewrite(metadata, flipped))
+    entries = json.loads(metadata[sio.DENSE_KEY])
+    entries["step"]["shape"] = [1]
+    with pytest.raises(ValueError, match=r"dense tensor 'step' is stored as int64 \[\]"):
+        sio.load_safetensors(rewrite(dict(metadata, **{sio.DENSE_KEY: json.dumps(entries)}),
+                                     tensors))
+    no_dense = {k: v for k, v in metadata.items() if k != sio.DENSE_KEY}
+    with pytest.raises(ValueError, match=r"'spikenm.dense' is missing"):
+        sio.load_packed_safetensors(rewrite(no_dense, tensors))
+    extra = dict(tensors, stray=np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match=r"tensors \['stray'\] are not described"):
+        sio.load_safetensors(rewrite(metadata, extra))
