@@ -52,6 +52,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     ['out.txt']
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{str(target)!r} is a folder; expected the path of a file "
+                                f"to write")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{TEMP_MARK}-{os.getpid()}-",
                                suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -1,4 +1,5 @@
-"""The ``spikenm`` console script: ``demo``, ``train``, ``reproduce`` and ``report``.
+"""The ``spikenm`` console script: ``demo``, ``train``, ``reproduce``, ``report`` and
+``export``.
 
 Exit status: 0 done; 2 a usage error or a documented error (a `ValueError`, `TypeError`,
 `ImportError` or `OSError` such as `FileNotFoundError`: a bad flag or configuration
@@ -186,6 +187,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="write a finished run's network to a file",
+                       description="Export the trained network of a run folder: "
+                                   "--safetensors writes every masked layer packed N:M and "
+                                   "the other parameters and batch-norm statistics dense "
+                                   "in one file (SPEC S3.7).",
+                       epilog="exit status: 0 done, 2 error (one line on stderr)")
+    p.add_argument("run_dir", help="folder of a finished `spikenm train --out` run")
+    p.add_argument("--safetensors", required=True, metavar="FILE",
+                   help="the .safetensors file to write")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .runs import load_run
+
+    names = load_run(args.run_dir).export_safetensors(args.safetensors)
+    print(f"wrote {args.safetensors}: {len(names['packed'])} packed "
+          f"({', '.join(names['packed']) or 'none'}), {len(names['dense'])} dense tensors")
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -282,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_train_parser(sub)
     _add_reproduce_parser(sub)
     _add_report_parser(sub)
+    _add_export_parser(sub)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # named by the subcommand's parser, on one line
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -295,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args)
+        if args.command == "export":
+            return _export(args)
         _limit_blas_threads(args.blas_threads)
         return _run(args, argv)
     except KeyboardInterrupt as exc:

@@ -73,6 +73,34 @@ class Run:
         """Predicted class indices ``(B,)`` (int64): the argmax of `logits`."""
         return np.argmax(self.logits(x), axis=-1).astype(np.int64)
 
+    def export_safetensors(self, path: str | Path) -> dict[str, list[str]]:
+        """Write the whole trained network to one ``.safetensors`` file (SPEC S3.7): every
+        masked layer's weight packed ``n:m`` along its input axis (``axis=1``, with the
+        final mask, S5.8), every other parameter and the batch-norm statistics dense;
+        the file's metadata records the run's pattern and configuration.  Returns
+        ``{"packed": names, "dense": names}``.
+
+        Raises
+        ------
+        ValueError
+            A masked weight that breaks its pattern (it never does for a finished run).
+        """
+        from .api import pack
+        from .safetensors_io import save_packed_safetensors
+        from .train.config import config_to_dict
+
+        n, m = self.config.sparsity.nm
+        packed = {f"layer{k}.weight": pack(self.params[f"layer{k}.weight"], n, m,
+                                           mask=mask, axis=1)
+                  for k, mask in sorted(self.masks.items())}
+        dense = {key: value for key, value in {**self.params, **self.buffers}.items()
+                 if key not in packed}
+        save_packed_safetensors(path, packed, {
+            "run.pattern": f"{n}:{m}" if packed else "dense",
+            "run.config": json.dumps(config_to_dict(self.config), sort_keys=True)},
+            dense=dense)
+        return {"packed": sorted(packed), "dense": sorted(dense)}
+
     def energy(self, constants: EnergyConstants | None = None) -> EnergyReport:
         """Operation counts and energy of this run (`spikenm.energy.energy_report`, S7):
         the test firing rates of ``summary.json``, ``n/m`` for the masked layers."""

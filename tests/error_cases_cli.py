@@ -52,7 +52,7 @@ def _command(argv: list[str], prepare: Prepare | None = None) -> Callable[[], No
         if status == 0:
             return
         prog = "spikenm" if args[0].startswith("-") or args[0] not in (
-            "demo", "train", "reproduce", "report") else f"spikenm {args[0]}"
+            "demo", "train", "reproduce", "report", "export") else f"spikenm {args[0]}"
         if status != 2 or len(lines) != 1 or not lines[0].startswith(prog + ": "):
             raise AssertionError(f"exit status {status}, stderr {err.getvalue()!r}")
         raise Exit2(lines[0])
@@ -244,6 +244,15 @@ CASES: list[Any] = [
          _command(["report", "{tmp}/run"], lambda f: (_copy_run(f),
                                                      (f / "run" / "summary.json").write_text("{"))),
          Exit2, r"summary\.json. is not a training summary"),
+    # -- spikenm export
+    Case("spikenm export", "folder without a finished run",
+         _command(["export", "{tmp}", "--safetensors", "{tmp}/m.safetensors"]), Exit2,
+         r"model\.npz' not found: .* is not a finished training run"),
+    Case("spikenm export", "no output file named", _command(["export", "{tmp}"]), Exit2,
+         r"the following arguments are required: --safetensors"),
+    Case("spikenm export", "--safetensors is a folder",
+         _command(["export", "{tmp}/run", "--safetensors", "{tmp}"], _copy_run), Exit2,
+         r"is a folder; expected the path of a file to write"),
     # -- spikenm demo and the command itself
     Case("spikenm demo", "negative --seed", _command(["demo", "--seed", "-1"]), Exit2,
          r"--seed must be >= 0, got -1"),

@@ -155,3 +155,31 @@ def test_version_flag(capsys) -> None:  # type: ignore[no-untyped-def]
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"spikenm {version('spikenm')}"
+
+
+def test_export_safetensors_of_a_run(trained, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`spikenm export RUN --safetensors F`: masked layers packed with the final masks,
+    everything else dense, bit for bit the run's model."""
+    import numpy as np
+
+    from spikenm import api
+    from spikenm.cli import main
+    from spikenm.safetensors_io import load_safetensors, load_safetensors_metadata
+
+    out, _, _ = trained
+    run = load_run(out)
+    target = tmp_path / "model.safetensors"
+    assert main(["export", str(out), "--safetensors", str(target)]) == 0
+    assert "1 packed (layer1.weight)" in capsys.readouterr().out
+    packed, dense = load_safetensors(target)
+    assert list(packed) == ["layer1.weight"]
+    w = api.unpack(packed["layer1.weight"])
+    assert np.array_equal(w, run.params["layer1.weight"])
+    api.check_nm(w, 2, 4)
+    assert sorted(dense) == sorted(k for k in run.params if k != "layer1.weight")
+    for k, v in dense.items():
+        assert np.array_equal(v, run.params[k]) and v.dtype == run.params[k].dtype
+    meta = load_safetensors_metadata(target)
+    assert meta["run.pattern"] == "2:4" and json.loads(meta["run.config"])["lif"]["time_steps"] == 4
+    assert main(["export", str(tmp_path), "--safetensors", str(target)]) == 2
+    assert "not a finished training run" in capsys.readouterr().err
