@@ -18,7 +18,7 @@ from . import validation as check
 from .dispatch import backend_for
 from .packed import Packed
 from .protocol import Backend
-from . import layout as _layout
+from .layout import from_block_layout, layer_fits, to_block_layout
 
 __all__ = [
     "sample_mask", "gumbel_like", "topn_mask", "relaxed_topn", "block_probs", "final_mask",
@@ -657,27 +657,3 @@ def load_packed(path: Any) -> Packed:
 
     return _impl(check.path("path", path))
 
-
-# -- S0.2: layer layout -----------------------------------------------------------------------
-
-def to_block_layout(weight: Any) -> Any:
-    check.present(weight=weight)
-    return _layout.to_block_layout(weight)
-
-
-def from_block_layout(blocks: Any) -> Any:
-    check.present(blocks=blocks)
-    return _layout.from_block_layout(blocks)
-
-
-def layer_fits(weight: Any, m: int, *, name: str = "weight") -> bool:
-    check.present(**{name: weight})
-    backend_for(**{name: weight})
-    return _layout.layer_fits(weight, m, name=name)
-
-
-to_block_layout.__doc__ = _layout.to_block_layout.__doc__
-from_block_layout.__doc__ = _layout.from_block_layout.__doc__
-layer_fits.__doc__ = (_layout.layer_fits.__doc__ or "") + """
-    ``weight`` must be an array of a known framework (``TypeError`` otherwise, S0.5).
-    """

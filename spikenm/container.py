@@ -92,7 +92,13 @@ def _packed_shape(shape: tuple[int, ...], axis: int, n: int, m: int) -> tuple[in
 
 
 def _check_indices(indices: np.ndarray, n: int, m: int, where: str) -> None:
-    """Indices in ``[0, m)`` and strictly increasing within each block of ``n``."""
+    """Indices in ``[0, m)`` and strictly increasing within each block of ``n``: one
+    fused pass (`spikenm.reference.packing.first_bad_block`); only a file that fails it
+    is examined again to name what is wrong."""
+    from .reference.packing import first_bad_block
+
+    if first_bad_block(indices, n, m) < 0:
+        return
     flat = indices.reshape(-1, n).astype(np.int64)
     bad = np.argwhere(flat >= m)
     if bad.size:

@@ -106,9 +106,7 @@ class EnergyReport:
     totals: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
-        dense_snn = sum(_energy(r.input_rate, self.time_steps * r.macs_dense
-                                * (1.0 if r.input_rate is None else r.input_rate),
-                                self.constants) for r in self.layers)
+        dense_snn = sum(self._dense_energy(r) for r in self.layers)
         macs_dense = float(sum(r.macs_dense for r in self.layers))
         object.__setattr__(self, "totals", {
             "macs_dense": macs_dense,
@@ -118,6 +116,11 @@ class EnergyReport:
             "energy_dense_snn_pj": float(dense_snn),
             "energy_dense_ann_pj": float(self.constants.mac_pj * macs_dense),
         })
+
+    def _dense_energy(self, row: LayerEnergy) -> float:
+        """``energy_pj`` of ``row``'s layer with density 1 (same rates, S7.2)."""
+        ops = self.time_steps * row.macs_dense * (1.0 if row.input_rate is None else row.input_rate)
+        return _energy(row.input_rate, ops, self.constants)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``layers`` (each with ``layer``, ``macs_dense``, ``macs_nm``,
@@ -153,9 +156,7 @@ class EnergyReport:
 
         names = [r.name for r in self.layers]
         nm = [r.energy_pj / 1e3 for r in self.layers]
-        dense = [_energy(r.input_rate, self.time_steps * r.macs_dense
-                         * (1.0 if r.input_rate is None else r.input_rate), self.constants) / 1e3
-                 for r in self.layers]
+        dense = [self._dense_energy(r) / 1e3 for r in self.layers]
         fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.2))
         xs = range(len(names))
         ax.bar([x - 0.2 for x in xs], dense, 0.4, label="dense SNN")

@@ -34,6 +34,7 @@ def to_block_layout(weight: Any) -> Any:
     >>> to_block_layout(np.zeros((8, 16, 3, 3))).shape
     (8, 3, 3, 16)
     """
+    check.present(weight=weight)
     be = backend_for(weight=weight)
     if len(weight.shape) < 2:
         raise ValueError(
@@ -51,6 +52,7 @@ def from_block_layout(blocks: Any) -> Any:
     >>> from_block_layout(np.zeros((8, 3, 3, 16))).shape
     (8, 16, 3, 3)
     """
+    check.present(blocks=blocks)
     be = backend_for(blocks=blocks)
     if len(blocks.shape) < 2:
         raise ValueError(
@@ -63,7 +65,10 @@ def layer_fits(weight: Any, m: int, *, name: str = "weight") -> bool:
     """True when the input dimension of a Linear/ConvNd weight is a multiple of ``m``.
 
     Use it to decide explicitly which layers to skip; the api itself never skips.
+    ``weight`` must be an array of a known framework (``TypeError`` otherwise, S0.5).
     """
+    check.present(**{name: weight})
+    backend_for(**{name: weight})
     m = check.block_size(m)
     if len(weight.shape) < 2:
         raise ValueError(f"{name} must have at least 2 axes, got shape {tuple(weight.shape)}")

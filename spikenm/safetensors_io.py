@@ -308,6 +308,19 @@ def _check_digest(metadata: dict[str, str]) -> None:
                          f"other metadata: the file was modified or corrupted")
 
 
+def _shape_dtype(entry: dict[str, Any], field: str) -> tuple[tuple[int, ...], str]:
+    """The ``shape`` (a list of integers) and ``dtype`` (a stored dtype) fields of a
+    tensor's metadata, checked."""
+    shape_list = entry["shape"]
+    if not isinstance(shape_list, list):
+        raise ValueError(f"{field}: field 'shape' is {shape_list!r}; expected a list of integers")
+    shape = tuple(_int(v, f"{field}: field 'shape' entry") for v in shape_list)
+    dtype = _str(entry["dtype"], f"{field}: field 'dtype'")
+    if dtype not in STORAGE:
+        raise ValueError(f"{field}: field 'dtype' is {dtype!r}; expected one of {sorted(STORAGE)}")
+    return shape, dtype
+
+
 def _tensor(name: str, entry: Any, tensors: dict[str, np.ndarray]) -> Packed:
     """Validate one described tensor (SPEC S3.5's checks) and build its `Packed`."""
     field = f"metadata of tensor {name!r}"
@@ -319,14 +332,8 @@ def _tensor(name: str, entry: Any, tensors: dict[str, np.ndarray]) -> Packed:
         raise ValueError(f"{field} is missing fields {missing} and has unexpected fields "
                          f"{extra}; expected exactly {list(FIELDS)}")
     n, m, axis = (_int(entry[k], f"{field}: field {k!r}") for k in ("n", "m", "axis"))
-    shape_list = entry["shape"]
-    if not isinstance(shape_list, list):
-        raise ValueError(f"{field}: field 'shape' is {shape_list!r}; expected a list of integers")
-    shape = tuple(_int(s, f"{field}: field 'shape' entry") for s in shape_list)
-    dtype = _str(entry["dtype"], f"{field}: field 'dtype'")
+    shape, dtype = _shape_dtype(entry, field)
     digest = _str(entry["sha256"], f"{field}: field 'sha256'")
-    if dtype not in STORAGE:
-        raise ValueError(f"{field}: field 'dtype' is {dtype!r}; expected one of {sorted(STORAGE)}")
     values, indices = tensors[name + ".values"], tensors[name + ".indices"]
     if values.dtype != _file_dtype(dtype):
         raise ValueError(f"tensor {name + '.values'!r} is stored as {values.dtype}; expected "
@@ -396,13 +403,8 @@ def _dense_tensor(name: str, entry: Any, array: np.ndarray) -> np.ndarray:
     if not isinstance(entry, dict) or sorted(entry) != sorted(DENSE_FIELDS):
         raise ValueError(f"{field} is {entry!r}; expected a JSON object with exactly "
                          f"{list(DENSE_FIELDS)}")
-    shape = entry["shape"]
-    if not isinstance(shape, list):
-        raise ValueError(f"{field}: field 'shape' is {shape!r}; expected a list of integers")
-    shape = [_int(v, f"{field}: field 'shape' entry") for v in shape]
-    dtype = _str(entry["dtype"], f"{field}: field 'dtype'")
-    if dtype not in STORAGE:
-        raise ValueError(f"{field}: field 'dtype' is {dtype!r}; expected one of {sorted(STORAGE)}")
+    shape_tuple, dtype = _shape_dtype(entry, field)
+    shape = list(shape_tuple)
     if array.dtype != _file_dtype(dtype) or list(array.shape) != shape:
         raise ValueError(f"dense tensor {name!r} is stored as {array.dtype} {list(array.shape)}; "
                          f"its metadata says {dtype} {shape}")

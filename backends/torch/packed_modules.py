@@ -46,7 +46,8 @@ from spikenm.api import unpack
 from spikenm.packed import Packed
 
 from .nn import export_packed
-from .spmm_host import HOST_DTYPES, spmm_on_host
+from .packing import _on_host as host_tensors  # the backend's own host test
+from .spmm_host import runs_on_host, spmm_on_host
 
 __all__ = ["PackedLinear", "PackedConv", "pack_model", "to_sparse_semi_structured"]
 
@@ -90,10 +91,12 @@ class _PackedLayer(nn.Module):
         return self._dense[1]
 
     def _on_host(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and self.values.device.type == "cpu"
-                and self.values.dtype in HOST_DTYPES and x.dtype == self.values.dtype
-                and not (torch.is_grad_enabled() and x.requires_grad)
-                and not torch.compiler.is_compiling())
+        """The reference kernels apply (the torch backend's own host test, S3.6) and no
+        gradient is wanted."""
+        return (not (torch.is_grad_enabled() and x.requires_grad)
+                and x.dtype == self.values.dtype
+                and host_tensors(self.values, self.indices, x)
+                and runs_on_host(self.values, self.indices, x))
 
     def _product(self, cols: torch.Tensor) -> torch.Tensor:
         """``W_blocks @ cols`` for ``cols`` ``(K, P)`` on the host path, ``(out, P)``."""

@@ -20,7 +20,6 @@ thread, interleaved (`spikenm.bench.timing.compare`):
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import sys
@@ -44,7 +43,8 @@ _TAU = 0.5
 
 
 def candidates(n: int, m: int) -> np.ndarray:
-    """The ``(C(m, n), m)`` float32 0/1 matrix of every mask with ``n`` ones out of ``m``.
+    """`spikenm.methods.maskllm.candidates` (every mask with ``n`` ones out of ``m``) in
+    float32, the dtype the contenders run in.
 
     Examples
     --------
@@ -53,11 +53,9 @@ def candidates(n: int, m: int) -> np.ndarray:
            [0., 1., 0.],
            [0., 0., 1.]], dtype=float32)
     """
-    rows = list(itertools.combinations(range(m), n))
-    out = np.zeros((len(rows), m), np.float32)
-    for r, idx in enumerate(rows):
-        out[r, list(idx)] = 1.0
-    return out
+    from spikenm.methods.maskllm import candidates as all_masks
+
+    return all_masks(n, m).astype(np.float32)
 
 
 def _sizes(weights: int, n: int, m: int) -> tuple[int, int]:
