@@ -82,8 +82,9 @@ def _throughput(quick: bool, copy_gbs: float) -> Table:
                f"numba threads {numba.get_num_threads()}",
                "goal: pack fp32 >= 30% of copy bandwidth",
                "kernel = spikenm.reference.packing (one fused pass: check, compress, "
-               "indices, padding); api.pack adds the api's separate block_nnz check "
-               "(and the 0/1 test of mask=) before the kernel",
+               "indices, padding); api.pack on NumPy arrays is that pass alone (the block "
+               "counts run only after the kernel refuses a block), plus the 0/1 test of "
+               "mask=; on torch arrays the api counts blocks first",
                "unpack: GB/s of the dense output"),
     )
 
@@ -120,8 +121,8 @@ def _cutlass(quick: bool) -> Table:
         rows=rows,
         notes=("goal: >= 10x torch's sparse_semi_structured_from_dense_cutlass",
                "fused kernel = spikenm.reference.packing.pack (check, compress, indices in "
-               "one pass) wrapped in a Packed: what api.pack costs without its separate "
-               "block_nnz pre-check",
+               "one pass) wrapped in a Packed: api.pack's NumPy path without its argument "
+               "checks",
                "torch.sparse.to_sparse_semi_structured needs a CUDA device; its CPU "
                "converter is the function timed here (same output on full 2:4 blocks)"),
     )
