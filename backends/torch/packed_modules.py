@@ -244,7 +244,9 @@ def pack_model(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()) -
     -------
     nn.Module
         A deep copy; ``model`` is not changed.  Every other module (neurons, batch norm,
-        pooling) is copied as is.
+        pooling) is copied as is; a state tensor a module keeps from its last forward
+        inside an autograd graph (snnTorch's ``mem``, for one) is copied detached, since
+        such a tensor cannot be deep-copied.
 
     Raises
     ------
@@ -255,7 +257,7 @@ def pack_model(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()) -
         without being listed.
     """
     weights = export_packed(model, n, m, dense=dense)
-    out = copy.deepcopy(model)
+    out = copy.deepcopy(model, _detached_state(model))
     for key, packed in weights.items():
         name = key[: -len(".weight")]
         parent_name, _, attr = name.rpartition(".")
@@ -266,6 +268,24 @@ def pack_model(model: nn.Module, n: int, m: int, *, dense: Iterable[str] = ()) -
             return replacement
         setattr(parent, attr, replacement)
     return out
+
+
+def _detached_state(model: nn.Module) -> dict[int, torch.Tensor]:
+    """A ``deepcopy`` memo mapping every non-leaf tensor held by ``model``'s modules
+    (attributes, buffers, and dicts/lists of them: state left from a forward pass, as
+    snnTorch's ``mem`` and SpikingJelly's ``v``) to a detached copy."""
+    memo: dict[int, torch.Tensor] = {}
+    todo: list[Any] = [vars(mod) for mod in model.modules()]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, torch.Tensor):
+            if not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            todo.extend(v for v in value.values() if not isinstance(v, nn.Module))
+        elif isinstance(value, (list, tuple)):
+            todo.extend(v for v in value if not isinstance(v, nn.Module))
+    return memo
 
 
 def to_sparse_semi_structured(packed: Packed, device: str | torch.device = "cuda") -> Any:
