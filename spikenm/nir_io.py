@@ -35,45 +35,58 @@ LIF mapping
 -----------
 NIR's LIF is continuous: ``tau dv/dt = (v_leak - v) + r I``, a spike when
 ``v > v_threshold``, then ``v = v_reset``.  One forward-Euler step of length ``dt`` gives
-``v_t = (1 - dt / tau) v_{t-1} + (dt / tau) r I_t``, which is S4.3's
-``H_t = beta V_{t-1} + I_t`` when
+``v_t = (1 - dt / tau) v_{t-1} + (dt / tau) r I_t``.  `to_nir` writes (S4.12a)
 
-    ``tau = dt / (1 - beta)``,  ``r = tau / dt = 1 / (1 - beta)``,  ``v_leak = 0``,
-    ``v_threshold = theta``,  ``v_reset = 0`` (hard reset to zero).
+    ``tau = dt / (1 - beta)``,  ``r = 1``,  ``v_threshold = theta (1 - beta)``,
+    ``v_leak = 0``,  ``v_reset = 0``,  ``dt = 1e-4`` by default,
 
-This is snnTorch's mapping (``export_to_nir`` of ``snn.Leaky``: ``tau = dt / (1 - beta)``,
-``r = tau / dt``, ``v_leak = v_reset = 0``, with ``dt = 1e-4``; its importer and Spyx's use
-``beta = 1 - dt / tau`` and scale the input by ``r dt / tau``, which is 1 here).  Norse
-writes ``r = 1`` and ``tau = 1 / tau_mem_inv``: the input then enters scaled by
-``dt / tau``.  `from_nir` reads all of these: ``beta = 1 - dt / tau``, and an input gain
-``g = r dt / tau`` other than 1 is folded into the weights and bias of the layer that
-feeds the neuron (``W <- g W``, ``b <- g b``; zeros stay zeros, so the N:M pattern is kept).
-``beta = 1`` (no leak, ``tau`` infinite) is written as ``nir.IF`` with ``r = 1 / dt``.
-``dt`` defaults to 1, so ``tau`` is in time steps (``beta = 0.5`` gives ``tau = 2``).
+so ``v_t = beta v_{t-1} + (1 - beta) I_t``: the membrane ``v = (1 - beta) V`` of S4.3's
+``H_t = beta V_{t-1} + I_t`` (threshold ``theta``, hard reset to 0), scaled by the constant
+input gain ``g = r dt / tau = 1 - beta``.  This is the one form both importers rebuild
+as S4.3 (`spikenm.nir_readers`): snnTorch's ``import_from_nir`` fixes ``dt = 1e-4``
+(``beta = 1 - dt / tau``) and divides the threshold by ``r dt / tau``, giving ``theta``
+back (it prints a warning about that scaling); Norse's ``from_nir(graph, dt=1e-4)``
+ignores ``r`` and integrates ``v += dt / tau (I - v)``, which is the equation above with
+``r = 1``.  With ``r = tau / dt`` (snnTorch's own exporter) Norse would scale the input
+by ``1 - beta``; with ``dt = 1`` snnTorch would rebuild ``beta = 1 - 1e-4 / tau``, almost 1.
+``beta = 1`` (no leak, ``tau`` infinite) is written as ``nir.IF`` with ``r = 1 / dt``
+and ``v_threshold = theta`` (gain 1); ``beta = 0`` has ``tau = dt``.
 
 Assumptions, where the two descriptions differ:
 
 * NIR fires when ``v > v_threshold``; S4.3 fires at equality (``H_t >= theta``).  The two
   agree except when a membrane value lands exactly on the threshold.
 * The neuron charges and fires in the same step (S4.3), as the Euler step above reads.
-* S4.3's soft reset (``V_t = H_t - theta S_t``) has no NIR LIF form: `to_nir` refuses it.
+* S4.3's soft reset (``V_t = H_t - theta S_t``) has no NIR form (every NIR neuron resets
+  to ``v_reset``; no node field selects the reset): `to_nir` refuses it for snnTorch and
+  Norse, and writes it with ``readers=("spikenm",)`` as the metadata
+  ``spikenm.reset = "soft"``, which `from_nir` reads (any other reader would run a hard
+  reset).
 * Time steps ``T``, the surrogate slope ``alpha`` and ``detach_reset`` are not NIR
-  quantities (the last two only shape gradients): `to_nir` keeps them, with ``dt``, ``beta``
-  and the readout rule, in the graph's ``metadata`` (keys ``spikenm.*``).  Metadata only
-  chooses between equivalent readings (``dt``, ``T``, global pooling, a zero conv bias);
-  the graph runs without it.
+  quantities (the last two only shape gradients): `to_nir` keeps them, with ``dt``,
+  ``beta``, ``theta``, the reset, the readers and the readout rule, in the graph's
+  ``metadata`` (keys ``spikenm.*``).  Apart from a soft reset, metadata only chooses
+  between equivalent readings (``dt``, ``T``, global pooling, a zero conv bias); the
+  graph runs without it.
 
 Import
 ------
 `from_nir` reads such a graph back: nodes in an order consistent with the edges (the
 order of their first incoming edge), a node with several incoming edges read as an
 ``add`` of them followed by the node, ``nir.Linear`` as a linear layer without bias,
-``nir.IF`` as ``beta = 1``.  It checks that every neuron has the same uniform parameters
-(one `LIFParams` per network), ``v_leak = 0`` and ``v_reset = 0``, and re-derives the
-N:M pattern of the masked layers from the zeros of their weights: each one is checked
-with `spikenm.api.check_nm` in block layout (S0.2), so a weight that is not ``n:m`` is a
-``ValueError`` naming the node and the block.  `read_nir` reads a NIR file (``nir.read``)
-and imports it, letting only the documented exceptions of SPEC S3.11 escape.
+``nir.IF`` as ``beta = 1``.  A neuron's input gain ``g = r dt / tau`` (``r dt`` for an
+``IF``) is a scaling of its membrane: it reads as the threshold ``v_threshold / g``, the
+weights untouched.  It checks that every neuron has the same uniform parameters (one
+`LIFParams` per network), ``v_leak = 0`` and ``v_reset = 0``, and re-derives the N:M
+pattern of the masked layers from the zeros of their weights: each one is checked with
+`spikenm.api.check_nm` in block layout (S0.2), so a weight that is not ``n:m`` is a
+``ValueError`` naming the node and the block.  Graphs from other exporters (S4.12b): the
+reset must be given (``reset=``) unless the metadata states it, since snnTorch writes its
+default subtract-reset ``Leaky`` as the same node as a hard-reset one; a leading batch
+axis in the Input node's shape (a traced sample batch) is dropped; a spiking readout (a
+LIF after the last layer) is refused unless ``drop_spiking_readout=True``.  `read_nir`
+reads a NIR file (``nir.read``) and imports it, letting only the documented exceptions
+of SPEC S3.11 escape.
 """
 
 from __future__ import annotations
@@ -87,19 +100,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .api import check_nm, to_block_layout
+from .atomic import atomic_path
 from .container import loader_boundary
 from .dispatch import backend_for
+from .nir_readers import READERS, SNNTORCH_DT, check_readers, readers_tuple
 from .snn.graph import WEIGHTED, Graph, Node, fold_batch_norm, output_shape
 from .snn.neuron import LIFParams
 
 if TYPE_CHECKING:  # pragma: no cover
     import nir
 
-__all__ = ["to_nir", "from_nir", "read_nir", "nm_masks", "lif_to_nir_params", "FORMAT", "VERSION"]
+    from .runs import Run
+
+__all__ = ["to_nir", "from_nir", "read_nir", "write_nir", "export_run", "nm_masks",
+           "lif_to_nir_params", "FORMAT", "VERSION", "DT", "READERS"]
 
 FORMAT = "spikenm.snn"
-VERSION = 2
-"""Version 2: graphs of `spikenm.snn.Graph` (version 1, chains of layers, still reads)."""
+VERSION = 3
+"""Version 3: ``r = 1`` neurons and the reset in the metadata (S4.12a); versions 1 (chains
+of layers) and 2 (``r = tau / dt``, hard reset) still read."""
+DT = SNNTORCH_DT
+"""`to_nir`'s default time step, the one both importers rebuild (S4.12a)."""
 READOUT = "mean over the T time steps of the output node"
 _REL = 1e-9
 """Relative tolerance for parameters that went through ``tau = dt / (1 - beta)``."""
@@ -116,24 +137,26 @@ def _nir() -> Any:
     return nir
 
 
-def lif_to_nir_params(beta: float, theta: float, dt: float = 1.0) -> dict[str, float]:
-    """NIR neuron parameters of S4.3's discrete LIF (see the module docstring).
+def lif_to_nir_params(beta: float, theta: float, dt: float = DT) -> dict[str, float]:
+    """NIR neuron parameters of S4.3's discrete LIF (S4.12a, the module docstring).
 
-    Returns ``{"tau", "r", "v_leak", "v_threshold", "v_reset"}``; for ``beta = 1`` (an
-    integrate-and-fire neuron) ``tau`` is ``inf`` and ``r = 1 / dt``.
+    Returns ``{"tau", "r", "v_leak", "v_threshold", "v_reset"}``: ``tau = dt / (1 -
+    beta)``, ``r = 1``, ``v_threshold = theta (1 - beta)``; for ``beta = 1`` (an
+    integrate-and-fire neuron) ``tau`` is ``inf``, ``r = 1 / dt`` and ``v_threshold =
+    theta``.
 
     Examples
     --------
     >>> lif_to_nir_params(0.5, 1.0)
-    {'tau': 2.0, 'r': 2.0, 'v_leak': 0.0, 'v_threshold': 1.0, 'v_reset': 0.0}
-    >>> lif_to_nir_params(0.9, 1.0, dt=1e-4)["r"]     # snnTorch's dt
-    10.000000000000002
+    {'tau': 0.0002, 'r': 1.0, 'v_leak': 0.0, 'v_threshold': 0.5, 'v_reset': 0.0}
+    >>> lif_to_nir_params(1.0, 1.0, dt=0.25)["r"]
+    4.0
     """
     if beta >= 1.0:
         return dict(tau=math.inf, r=1.0 / dt, v_leak=0.0, v_threshold=float(theta),
                     v_reset=0.0)
-    tau = dt / (1.0 - beta)
-    return dict(tau=tau, r=tau / dt, v_leak=0.0, v_threshold=float(theta), v_reset=0.0)
+    return dict(tau=dt / (1.0 - beta), r=1.0, v_leak=0.0,
+                v_threshold=float(theta) * (1.0 - beta), v_reset=0.0)
 
 
 def _host(name: str, a: Any) -> np.ndarray:
@@ -220,7 +243,8 @@ def _sources(graph: Graph, names: list[str], index: int) -> list[str]:
 
 
 def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
-           buffers: Mapping[str, Any] | None = None, dt: float = 1.0) -> nir.NIRGraph:
+           buffers: Mapping[str, Any] | None = None, dt: float = DT,
+           readers: Sequence[str] = READERS) -> nir.NIRGraph:
     """The network ``(graph, params, lif)`` of S4 as a type-checked ``nir.NIRGraph``.
 
     Parameters
@@ -230,20 +254,29 @@ def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
         `Graph.param_shapes` keys -> float32/float64 arrays of any framework; the trained
         weights (``W * mask``), written densely.
     lif : spikenm.snn.LIFParams
-        Hard reset only (a soft reset has no NIR form).
+        A soft reset only with ``readers=("spikenm",)`` (S4.12a).
     buffers : mapping, optional
         `Graph.buffer_shapes` keys -> running statistics; required when the graph has
         ``bn`` nodes, which are folded into the layers before them (S4.13).
     dt : float
-        Time step of the Euler discretization (module docstring); 1 by default.
+        Time step of the Euler discretization (module docstring); default `DT` =
+        ``1e-4``, the one snnTorch's importer assumes (pass it to Norse's
+        ``from_nir(graph, dt=1e-4)``).
+    readers : sequence of str
+        The importers that must rebuild the network exactly, from ``"snntorch"``,
+        ``"norse"`` and ``"spikenm"`` (default both importers; spikenm's `from_nir`
+        reads every file); what one of them cannot rebuild is refused
+        (`spikenm.nir_readers.check_readers`).
 
     Raises
     ------
     ValueError
-        Soft reset; params or buffers that do not fit the graph; a ``bn`` that cannot be
-        folded; an ``add`` that would need a duplicate edge.
+        What a reader cannot rebuild (a soft reset for snnTorch or Norse, ``dt != 1e-4``
+        or ``beta = 1`` for snnTorch, pooling for Norse), naming the reader; params or
+        buffers that do not fit the graph; a ``bn`` that cannot be folded; an ``add``
+        that would need a duplicate edge.
     TypeError
-        A graph, LIF parameters or arrays of the wrong type or dtype.
+        A graph, LIF parameters, readers or arrays of the wrong type or dtype.
 
     Examples
     --------
@@ -255,18 +288,15 @@ def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
     >>> ng = to_nir(g, params, LIFParams())
     >>> sorted(ng.nodes), ng.edges
     (['input', 'layer0', 'layer1', 'lif0', 'output'], [('input', 'layer0'), ('layer0', 'lif0'), ('lif0', 'layer1'), ('layer1', 'output')])
-    >>> float(ng.nodes["lif0"].tau[0]), float(ng.nodes["lif0"].r[0])
-    (2.0, 2.0)
+    >>> lif0 = ng.nodes["lif0"]
+    >>> float(lif0.tau[0]), float(lif0.r[0]), float(lif0.v_threshold[0])
+    (0.0002, 1.0, 0.5)
     """
     nir = _nir()
     graph = _check_graph(graph)
     lif = _check_lif(lif)
     dt = _positive_float("dt", dt)
-    if lif.reset != "hard":
-        raise ValueError(
-            f"lif.reset={lif.reset!r}: NIR's LIF resets to v_reset (a hard reset); the soft "
-            f"reset V = H - theta S has no NIR form"
-        )
+    readers = readers_tuple(readers)
     arrays = _host_table("parameter", params, graph.param_shapes())
     if graph.norms:
         if buffers is None:
@@ -276,6 +306,7 @@ def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
                 f"before them (S4.13)")
         stats = _host_table("buffer", buffers, graph.buffer_shapes())
         graph, arrays = fold_batch_norm(graph, arrays, stats)
+    check_readers(graph, lif, dt, readers)
     names = _names(graph)
     neuron = lif_to_nir_params(lif.beta, lif.theta, dt)
     nodes: dict[str, Any] = {
@@ -331,10 +362,45 @@ def to_nir(graph: Graph, params: Mapping[str, Any], lif: LIFParams, *,
         "spikenm.beta": float(lif.beta), "spikenm.theta": float(lif.theta),
         "spikenm.time_steps": int(lif.time_steps), "spikenm.alpha": float(lif.alpha),
         "spikenm.detach_reset": bool(lif.detach_reset), "spikenm.readout": READOUT,
+        "spikenm.reset": lif.reset, "spikenm.readers": ",".join(readers),
     }
     if global_pools:
         metadata["spikenm.global_pools"] = ",".join(global_pools)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def write_nir(path: str | os.PathLike[str], graph: nir.NIRGraph) -> None:
+    """Write ``graph`` to the NIR (HDF5) file ``path`` with ``nir.write``, atomically
+    (`spikenm.atomic.atomic_path`: the old file or the complete new one, S5.12)."""
+    nir = _nir()
+    with atomic_path(path) as tmp:
+        nir.write(tmp, graph)
+
+
+def export_run(run: Run, path: str | os.PathLike[str], *,
+               readers: Sequence[str] = READERS) -> nir.NIRGraph:
+    """Write the trained network of a run folder (`spikenm.runs.load_run`) as a NIR file
+    (S4.12c): `to_nir` of its graph, final weights (``W * mask``), neuron and batch-norm
+    statistics, with the default ``dt``; the metadata also records the run's pattern
+    (``spikenm.pattern``, ``"n:m"`` or ``"dense"``), its masked layers
+    (``spikenm.masked``, comma-separated ordinals) and input encoding
+    (``spikenm.encoding``, S4.7: the graph's input at each step is the encoded input).
+    Returns the graph written.
+
+    Raises
+    ------
+    ValueError
+        What `to_nir` refuses (e.g. a conv run's pooling for Norse, a soft reset).
+    """
+    graph = to_nir(run.graph, run.params, run.lif, buffers=run.buffers, readers=readers)
+    masked = sorted(run.masks)
+    n, m = run.config.sparsity.nm
+    graph.metadata.update({
+        "spikenm.pattern": f"{n}:{m}" if masked else "dense",
+        "spikenm.masked": ",".join(str(k) for k in masked),
+        "spikenm.encoding": str(run.config.data.encoding)})
+    write_nir(path, graph)
+    return graph
 
 
 # -- import -------------------------------------------------------------------------------
@@ -411,29 +477,37 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=_REL, abs_tol=_REL)
 
 
-def _neuron(name: str, node: Any, dt: float) -> tuple[float, float, float]:
-    """``(beta, theta, gain)`` of a LIF or IF node (module docstring)."""
+def _neuron(name: str, node: Any, dt: float) -> tuple[float, float]:
+    """``(beta, theta)`` of a LIF or IF node: ``beta = 1 - dt / tau`` and the threshold
+    ``v_threshold / g`` of the membrane scaled by the input gain ``g = r dt / tau`` (``r dt``
+    for no leak), module docstring."""
     nir = _nir()
     if isinstance(node, nir.LIF) and _uniform(name, node, "v_leak") != 0.0:
         raise ValueError(f"node {name!r} has v_leak {_uniform(name, node, 'v_leak')}; "
                          f"S4.3's neuron leaks to 0 (expected v_leak = 0)")
     if _uniform(name, node, "v_reset") != 0.0:
         raise ValueError(f"node {name!r} has v_reset {_uniform(name, node, 'v_reset')}; "
-                         f"S4.3's hard reset sets V to 0 (expected v_reset = 0)")
-    theta = _uniform(name, node, "v_threshold")
+                         f"S4.3's neuron resets to 0 (expected v_reset = 0)")
+    v_threshold = _uniform(name, node, "v_threshold")
     r = _uniform(name, node, "r")
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"node {name!r} has r {r}; expected a finite r > 0")
     tau = math.inf if isinstance(node, nir.IF) else _uniform(name, node, "tau")
     if math.isinf(tau) and tau > 0:                 # no leak: v += dt r I
-        return 1.0, theta, r * dt
-    if not tau > 0:
+        beta, gain = 1.0, r * dt
+    elif not tau > 0:
         raise ValueError(f"node {name!r} has tau {tau}; expected tau > 0")
-    beta = 1.0 - dt / tau
+    else:
+        beta, gain = 1.0 - dt / tau, r * dt / tau
     if beta < 0.0:
         raise ValueError(f"node {name!r} has tau {tau} < dt {dt}, which gives beta {beta}; "
                          f"expected tau >= dt")
-    return beta, theta, r * dt / tau
+    theta = v_threshold / gain
+    if not (math.isfinite(theta) and theta > 0):
+        raise ValueError(f"node {name!r} has v_threshold {v_threshold} and input gain "
+                         f"r dt / tau = {gain}, a threshold {theta} of S4.3; expected a "
+                         f"finite threshold > 0")
+    return beta, theta
 
 
 def _plain(value: Any) -> Any:
@@ -619,21 +693,8 @@ class _Reader:
                              None if b is None else np.array(b, order="C")))
         return spec, out
 
-    def neuron(self, name: str, node: Any, src: int, preds: list[str],
-               succ: dict[str, list[str]]) -> Node:
-        beta, theta, gain = _neuron(name, node, self.dt)
-        if not _close(gain, 1.0):
-            feeder = self.nodes[src] if src >= 0 else None
-            if feeder is None or feeder.op not in WEIGHTED or len(preds) != 1 or \
-                    len(succ[preds[0]]) != 1:
-                raise ValueError(f"node {name!r} scales its input by r dt / tau = {gain}; "
-                                 f"spikenm folds that gain into the layer feeding the neuron, "
-                                 f"which must be one Affine/Linear/Conv2d read by it alone "
-                                 f"(it reads {preds})")
-            k = sum(n.op in WEIGHTED for n in self.nodes[:src])
-            lname, w, b = self.weights[k]
-            self.weights[k] = (lname, w * w.dtype.type(gain),
-                               None if b is None else b * b.dtype.type(gain))
+    def neuron(self, name: str, node: Any, src: int) -> Node:
+        beta, theta = _neuron(name, node, self.dt)
         self.neurons.append((name, beta, theta))
         return Node("lif", (src,))
 
@@ -664,7 +725,8 @@ class _Reader:
 
 
 def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | None = None,
-             dt: float | None = None, time_steps: int | None = None
+             dt: float | None = None, time_steps: int | None = None,
+             reset: str | None = None, drop_spiking_readout: bool = False
              ) -> tuple[Graph, dict[str, np.ndarray], LIFParams]:
     """A network of S4 from a NIR graph, with the N:M pattern re-derived and checked.
 
@@ -674,16 +736,28 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
         One Input, one Output, and between them ``Affine``, ``Linear``, ``Conv2d``,
         ``LIF``, ``IF``, ``AvgPool2d`` and ``Flatten`` nodes without cycles; a node with
         several incoming edges sums them (an ``add``); the Output reads an ``Affine`` or
-        ``Linear`` readout.
+        ``Linear`` readout.  A leading batch axis in the Input node's shape (a traced
+        sample batch: the shape without it fits the nodes reading the input, the shape
+        with it does not, or they are a ``Flatten``) is dropped (S4.12b).
     n, m : int
         The pattern of the masked layers.
     masked : iterable of int, optional
         Layer ordinals whose weights must be ``n:m`` (`nm_masks`); default every layer but
         the first and the last (S5.1).
     dt : float, optional
-        Euler step for ``beta = 1 - dt / tau``; default the graph's ``spikenm.dt``.
+        Euler step for ``beta = 1 - dt / tau``; default the graph's ``spikenm.dt``
+        (snnTorch's exports use ``1e-4``).
     time_steps : int, optional
         ``T``; default the graph's ``spikenm.time_steps``.
+    reset : ``"hard"`` or ``"soft"``, optional
+        The neurons' reset (S4.3); default the graph's ``spikenm.reset`` (``"hard"`` for
+        spikenm graphs of versions 1 and 2).  Required for other graphs: NIR's LIF node
+        is the same for snnTorch's default subtract-reset ``snn.Leaky`` (``"soft"``) and
+        a zero-reset one (``"hard"``).
+    drop_spiking_readout : bool
+        Read a graph whose Output reads a LIF/IF node after the last layer (snnTorch's
+        spiking output layer) without that node: the logits become the mean current of
+        the last layer (S4.8) instead of its spike counts.  Refused otherwise.
 
     Returns
     -------
@@ -696,17 +770,18 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
     ValueError
         A graph outside that form (naming the node); neurons with different or
         non-uniform parameters, ``v_leak != 0`` or ``v_reset != 0``; a masked weight that
-        is not ``n:m`` (naming the node and the block); ``dt`` or ``time_steps`` neither
-        given nor in the graph's metadata.
+        is not ``n:m`` (naming the node and the block); ``dt``, ``time_steps`` or
+        ``reset`` neither given nor in the graph's metadata, or ``reset`` given against
+        the metadata.
     """
     nir = _nir()
     meta = _graph_metadata(graph)
     if "spikenm.format" in meta and meta["spikenm.format"] != FORMAT:
         raise ValueError(f"graph metadata 'spikenm.format' is {meta['spikenm.format']!r}; "
                          f"expected {FORMAT!r}")
-    if "spikenm.version" in meta and meta["spikenm.version"] not in (1, VERSION):
+    if "spikenm.version" in meta and meta["spikenm.version"] not in (1, 2, VERSION):
         raise ValueError(f"graph metadata 'spikenm.version' is {meta['spikenm.version']!r}; "
-                         f"this spikenm reads versions 1 and {VERSION}")
+                         f"this spikenm reads versions 1 to {VERSION}")
     if dt is None:
         if "spikenm.dt" not in meta:
             raise ValueError("the graph has no 'spikenm.dt' metadata: pass dt= (the time "
@@ -720,10 +795,16 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
         time_steps = meta["spikenm.time_steps"]
     if isinstance(time_steps, bool) or not isinstance(time_steps, numbers.Integral):
         raise ValueError(f"time_steps must be an integer >= 1, got {time_steps!r}")
+    reset = _reset(meta, reset)
+    if not isinstance(drop_spiking_readout, bool):
+        raise TypeError(f"drop_spiking_readout must be a bool, got {drop_spiking_readout!r}")
     order, pred, succ = _order(graph)
     start, end = order[0], order[-1]
-    input_shape = tuple(int(s) for s in
-                        np.asarray(graph.nodes[start].input_type["input"]).reshape(-1))
+    spiking = _spiking_readout(graph, end, pred, succ, drop_spiking_readout)
+    if spiking is not None:
+        order.remove(spiking)
+        pred[end] = pred[spiking]
+    input_shape = _input_shape(graph, start, succ[start])
     pools = str(meta.get("spikenm.global_pools", ""))
     reader = _Reader(graph, input_shape, dt, {p for p in pools.split(",") if p})
     reader.index[start] = -1
@@ -742,7 +823,7 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
             spec, shape = reader.layer(name, node, src)
             reader.push(spec, shape, name)
         elif isinstance(node, (nir.LIF, nir.IF)):
-            spec = reader.neuron(name, node, src, pred[name], succ)
+            spec = reader.neuron(name, node, src)
             reader.push(spec, reader.shape(src), name)
         elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
             spec, shape = reader.pool(name, node, src)
@@ -752,7 +833,8 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
                              f"Conv2d, LIF, IF, AvgPool2d or Flatten (S4.12)")
     readout = pred[end]
     if len(readout) != 1 or not isinstance(graph.nodes[readout[0]], (nir.Affine, nir.Linear)) \
-            or succ[readout[0]] != [end] or reader.index.get(readout[0]) != len(reader.nodes) - 1:
+            or len(succ[readout[0]]) != 1 \
+            or reader.index.get(readout[0]) != len(reader.nodes) - 1:
         raise ValueError(f"the output node {end!r} reads {readout}; the last layer must feed "
                          f"the output directly (one Affine/Linear node, a non-spiking readout, "
                          f"S4.8)")
@@ -767,16 +849,110 @@ def from_nir(graph: nir.NIRGraph, n: int, m: int, *, masked: Iterable[int] | Non
     beta, theta = _one_lif(reader.neurons, meta)
     lif = LIFParams(beta=beta, theta=theta,
                     alpha=float(meta.get("spikenm.alpha", LIFParams.alpha)),
-                    reset="hard", detach_reset=bool(meta.get("spikenm.detach_reset", False)),
+                    reset=reset, detach_reset=bool(meta.get("spikenm.detach_reset", False)),
                     time_steps=int(time_steps))
     names = [f"NIR node {name!r} (layer {k})" for k, (name, _, _) in enumerate(reader.weights)]
     nm_masks(out_graph, params, n, m, masked, names=names)
     return out_graph, params, lif
 
 
+def _reset(meta: dict[str, Any], reset: Any) -> str:
+    """The reset of S4.3 from ``reset=`` and the graph metadata (S4.12b)."""
+    if reset is not None and reset not in ("hard", "soft"):
+        raise ValueError(f"reset={reset!r}; expected 'hard' or 'soft'")
+    if "spikenm.reset" in meta:
+        stated = meta["spikenm.reset"]
+        if stated not in ("hard", "soft"):
+            raise ValueError(f"graph metadata 'spikenm.reset' is {stated!r}; expected "
+                             f"'hard' or 'soft'")
+    elif "spikenm.format" in meta:
+        stated = "hard"                       # versions 1 and 2 wrote hard resets only
+    else:
+        if reset is None:
+            raise ValueError(
+                "the graph does not state its neurons' reset (no 'spikenm.reset' metadata): "
+                "pass reset='hard' (reset to zero, as NIR's LIF states) or reset='soft' "
+                "(subtract the threshold: snnTorch's snn.Leaky default "
+                "reset_mechanism='subtract', which snnTorch's export_to_nir writes as the "
+                "same LIF node)")
+        return str(reset)
+    if reset is not None and reset != stated:
+        raise ValueError(f"reset={reset!r} but the graph's metadata states {stated!r} "
+                         f"(spikenm.reset, or a spikenm graph of version 1 or 2)")
+    return str(stated)
+
+
+def _spiking_readout(graph: Any, end: str, pred: dict[str, list[str]],
+                     succ: dict[str, list[str]], drop: bool) -> str | None:
+    """The LIF/IF node between the last layer and the output, if any (S4.12b): returned
+    when ``drop``, refused otherwise."""
+    nir = _nir()
+    last = pred[end]
+    if len(last) != 1 or not isinstance(graph.nodes[last[0]], (nir.LIF, nir.IF)):
+        return None
+    name = last[0]
+    feeder = pred[name]
+    if not drop:
+        raise ValueError(
+            f"the output node {end!r} reads the spiking node {name!r} "
+            f"({type(graph.nodes[name]).__name__}): spikenm's readout is the non-spiking "
+            f"mean current of the last Affine/Linear layer over the T steps (S4.8); pass "
+            f"drop_spiking_readout=True to read the network without {name!r} (its logits "
+            f"are then the mean current of {feeder}, not spike counts)")
+    if len(feeder) != 1 or not isinstance(graph.nodes[feeder[0]], (nir.Affine, nir.Linear)) \
+            or succ[feeder[0]] != [name] or succ[name] != [end]:
+        raise ValueError(f"the spiking readout {name!r} reads {feeder}; expected one "
+                         f"Affine/Linear node read by it alone")
+    return name
+
+
+def _input_shape(graph: Any, start: str, readers: list[str]) -> tuple[int, ...]:
+    """The Input node's shape, without a leading batch axis (S4.12b)."""
+    nir = _nir()
+    raw = np.asarray(graph.nodes[start].input_type["input"]).reshape(-1).tolist()
+    if any(s is None for s in raw[1:]):
+        raise ValueError(f"the input node {start!r} has shape {raw}; expected sizes (only "
+                         f"a leading batch axis may be unknown)")
+    if raw and raw[0] is None:
+        raw[0] = -1
+    shape = tuple(int(s) for s in raw)
+    if len(shape) < 2:
+        return shape
+
+    def fits(sample: tuple[int, ...]) -> bool:
+        if not sample or min(sample) <= 0:
+            return False
+        for name in readers:
+            node = graph.nodes[name]
+            weight = getattr(node, "weight", None)
+            if isinstance(node, (nir.Affine, nir.Linear)):
+                ok = len(sample) == 1 and np.ndim(weight) == 2 and \
+                    np.shape(weight)[1] == sample[0]
+            elif isinstance(node, nir.Conv2d):
+                ok = len(sample) == 3 and np.ndim(weight) == 4 and \
+                    np.shape(weight)[1] == sample[0]
+            else:
+                ok = True
+            if not ok:
+                return False
+        return True
+
+    if shape[0] > 0 and fits(shape):
+        return shape
+    if fits(shape[1:]):
+        return shape[1:]
+    if shape[0] <= 0:
+        raise ValueError(f"the input node {start!r} has shape {list(shape)}; expected the "
+                         f"unknown leading axis to be a batch axis, but the nodes reading "
+                         f"the input ({', '.join(readers)}) do not take {list(shape[1:])}")
+    return shape
+
+
 def read_nir(path: str | os.PathLike[str], n: int, m: int, *,
              masked: Iterable[int] | None = None, dt: float | None = None,
-             time_steps: int | None = None) -> tuple[Graph, dict[str, np.ndarray], LIFParams]:
+             time_steps: int | None = None, reset: str | None = None,
+             drop_spiking_readout: bool = False
+             ) -> tuple[Graph, dict[str, np.ndarray], LIFParams]:
     """`from_nir` of the NIR file at ``path`` (read with ``nir.read``), as a loader of
     SPEC S3.11: only the documented exceptions leave it.
 
@@ -804,7 +980,8 @@ def read_nir(path: str | os.PathLike[str], n: int, m: int, *,
         raise IsADirectoryError(f"{where!r} is a directory; expected a NIR (HDF5) file")
     with loader_boundary(repr(where), "NIR graph file"):
         graph = nir.read(where)
-        return from_nir(graph, n, m, masked=masked, dt=dt, time_steps=time_steps)
+        return from_nir(graph, n, m, masked=masked, dt=dt, time_steps=time_steps,
+                        reset=reset, drop_spiking_readout=drop_spiking_readout)
 
 
 def _one_lif(neurons: list[tuple[str, float, float]], meta: dict[str, Any]) -> tuple[float, float]:

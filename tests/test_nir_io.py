@@ -62,6 +62,12 @@ def network(kind: str, dtype: str = "float64", seed: int = 0
     return graph, prune(graph, params, range(1, len(graph.layers) - 1)), buffers
 
 
+def readers(graph: Graph) -> tuple[str, ...]:
+    """The default readers, or snnTorch alone for a graph with pooling (Norse's importer
+    maps no AvgPool2d, S4.12a)."""
+    return ("snntorch",) if any(n.op == "pool" for n in graph.nodes) else nio.READERS
+
+
 def same_params(a: Params, b: Params) -> bool:
     return sorted(a) == sorted(b) and all(
         a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
@@ -79,7 +85,8 @@ def test_S4_12_docstring_examples_run() -> None:
 def test_S4_12_round_trip_graph_params_lif(kind: str, dtype: str) -> None:
     graph, params, _ = network(kind, dtype)
     lif = LIFParams(beta=0.9, theta=0.75, alpha=3.0, detach_reset=True, time_steps=6)
-    graph2, params2, lif2 = nio.from_nir(nio.to_nir(graph, params, lif), N, M)
+    graph2, params2, lif2 = nio.from_nir(nio.to_nir(graph, params, lif,
+                                                    readers=readers(graph)), N, M)
     assert graph2 == graph and lif2 == lif
     assert same_params(params2, params)
 
@@ -90,7 +97,7 @@ def test_S4_13_S4_14_residual_network_with_batch_norm_round_trips_folded(dtype: 
     graph, params, buffers = network("resnet", dtype)
     assert graph.norms and any(n.op == "add" for n in graph.nodes)
     lif = LIFParams(beta=0.75, time_steps=3)
-    exported = nio.to_nir(graph, params, lif, buffers=buffers)
+    exported = nio.to_nir(graph, params, lif, buffers=buffers, readers=readers(graph))
     graph2, params2, lif2 = nio.from_nir(exported, N, M)
     folded, folded_params = fold_batch_norm(graph, params, buffers)
     assert graph2 == folded and lif2 == lif
@@ -103,7 +110,8 @@ def test_S4_12_round_trip_through_a_nir_file(tmp_path: Path) -> None:
     """`nir.read` returns nodes in name order; the edge order rebuilds the node order."""
     graph, params, buffers = network("resnet")
     lif = LIFParams(beta=0.8, time_steps=3)
-    nir.write(tmp_path / "net.nir", nio.to_nir(graph, params, lif, buffers=buffers, dt=1e-3))
+    nir.write(tmp_path / "net.nir", nio.to_nir(graph, params, lif, buffers=buffers, dt=1e-3,
+                                                readers=("spikenm",)))
     back = nir.read(tmp_path / "net.nir")
     assert list(back.nodes) == sorted(back.nodes)
     graph2, params2, lif2 = nio.from_nir(back, N, M)
@@ -135,7 +143,7 @@ def test_S4_12_layers_without_bias_round_trip() -> None:
 
 def test_S4_12_conv_graph_nodes_and_edges() -> None:
     graph, params, _ = network("conv")
-    exported = nio.to_nir(graph, params, LIFParams())
+    exported = nio.to_nir(graph, params, LIFParams(), readers=("snntorch",))
     chain = ["input", "layer0", "lif0", "pool0", "layer1", "lif1", "pool1", "flatten0",
              "layer2", "lif2", "layer3", "output"]
     assert exported.edges == list(zip(chain[:-1], chain[1:]))
@@ -151,13 +159,13 @@ def test_S4_12_conv_graph_nodes_and_edges() -> None:
     assert list(exported.nodes["layer0"].padding) == [1, 1]
     assert np.array_equal(exported.nodes["layer1"].weight, params["layer1.weight"])
     assert list(exported.nodes["output"].output_type["output"]) == [5]
-    assert exported.metadata["spikenm.time_steps"] == 4 and exported.metadata["spikenm.dt"] == 1.0
+    assert exported.metadata["spikenm.time_steps"] == 4 and exported.metadata["spikenm.dt"] == 1e-4
     assert "spikenm.global_pools" not in exported.metadata
 
 
 def test_S4_14_residual_joins_are_summed_edges() -> None:
     graph, params, buffers = network("resnet")
-    exported = nio.to_nir(graph, params, LIFParams(), buffers=buffers)
+    exported = nio.to_nir(graph, params, LIFParams(), buffers=buffers, readers=("snntorch",))
     into: dict[str, list[str]] = {}
     for a, b in exported.edges:
         into.setdefault(b, []).append(a)
@@ -186,27 +194,56 @@ def test_S4_12_mlp_on_images_flattens_its_input() -> None:
 def test_S4_12_lif_parameters_follow_the_euler_mapping() -> None:
     graph, params, _ = network("mlp")
     lif = LIFParams(beta=0.75, theta=1.5)
-    node = nio.to_nir(graph, params, lif, dt=0.5).nodes["lif0"]
+    node = nio.to_nir(graph, params, lif, dt=0.5, readers=("norse",)).nodes["lif0"]
     np.testing.assert_allclose(node.tau, 0.5 / 0.25)
-    np.testing.assert_allclose(node.r, 4.0)
+    assert np.all(node.r == 1.0)                    # S4.12a: Norse ignores r, so r = 1
     assert np.all(node.v_leak == 0) and np.all(node.v_reset == 0)
-    assert np.all(node.v_threshold == 1.5)
-    snn_torch = nio.lif_to_nir_params(0.9, 1.0, dt=1e-4)        # snnTorch's export_to_nir
-    assert math.isclose(snn_torch["tau"], 1e-4 / 0.1) and math.isclose(snn_torch["r"], 10.0)
+    assert np.all(node.v_threshold == 1.5 * 0.25)   # theta (1 - beta): gain r dt / tau
+    default = nio.to_nir(graph, params, lif).nodes["lif0"]      # dt = 1e-4 (snnTorch's)
+    np.testing.assert_allclose(default.tau, 4e-4)
+    assert nio.to_nir(graph, params, lif).metadata["spikenm.dt"] == nio.DT == 1e-4
 
 
 def test_S4_12_beta_one_is_an_integrate_and_fire_node() -> None:
     graph, params, _ = network("mlp")
     lif = LIFParams(beta=1.0)
-    exported = nio.to_nir(graph, params, lif, dt=0.25)
+    exported = nio.to_nir(graph, params, lif, dt=0.25, readers=("norse",))
     assert isinstance(exported.nodes["lif0"], nir.IF) and np.all(exported.nodes["lif0"].r == 4.0)
     assert nio.from_nir(exported, N, M)[2] == lif
 
 
-def test_S4_12_soft_reset_has_no_nir_form() -> None:
+def test_S4_12a_soft_reset_is_refused_for_the_importers_and_carried_for_spikenm() -> None:
     graph, params, _ = network("mlp")
-    with pytest.raises(ValueError, match=r"lif.reset='soft'.*no NIR form"):
-        nio.to_nir(graph, params, LIFParams(reset="soft"))
+    soft = LIFParams(reset="soft", beta=0.75, time_steps=3)
+    for names, shown in [(nio.READERS, "snntorch, norse"), (("norse", "spikenm"), "norse")]:
+        with pytest.raises(ValueError, match=rf"lif.reset='soft' .* cannot be written for "
+                                             rf"{shown}: NIR's LIF resets to v_reset.*"
+                                             rf"readers=\('spikenm',\)"):
+            nio.to_nir(graph, params, soft, readers=names)
+    exported = nio.to_nir(graph, params, soft, readers=("spikenm",))
+    assert exported.metadata["spikenm.reset"] == "soft"
+    graph2, params2, lif2 = nio.from_nir(exported, N, M)
+    assert graph2 == graph and lif2 == soft and same_params(params2, params)
+    with pytest.raises(ValueError, match=r"reset='hard' but the graph's "
+                                         r"metadata states 'soft'"):
+        nio.from_nir(exported, N, M, reset="hard")
+
+
+def test_S4_12a_what_an_importer_cannot_rebuild_is_refused() -> None:
+    graph, params, _ = network("mlp")
+    with pytest.raises(ValueError, match=r"dt=1.0: snnTorch's import_from_nir assumes "
+                                         r"dt = 0.0001"):
+        nio.to_nir(graph, params, LIFParams(), dt=1.0)
+    with pytest.raises(ValueError, match=r"lif.beta=1 .* snn.Leaky\(beta=0.9\)"):
+        nio.to_nir(graph, params, LIFParams(beta=1.0))
+    conv, conv_params, _ = network("conv")
+    with pytest.raises(ValueError, match=r"pooling nodes \(pool0, pool1\), written as NIR "
+                                         r"AvgPool2d, which Norse's from_nir does not map"):
+        nio.to_nir(conv, conv_params, LIFParams())
+    with pytest.raises(ValueError, match=r"readers=\('torch',\): expected one or more of"):
+        nio.to_nir(graph, params, LIFParams(), readers=("torch",))
+    with pytest.raises(TypeError, match=r"readers must be a sequence of reader names"):
+        nio.to_nir(graph, params, LIFParams(), readers="snntorch")
 
 
 def _topological(graph: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
@@ -266,14 +303,17 @@ def simulate_nir(graph: nir.NIRGraph, x: np.ndarray, steps: int, dt: float) -> n
     return (total / steps).numpy()
 
 
-@pytest.mark.parametrize("kind, beta, dt", [("mlp", 0.5, 1.0), ("conv", 0.9, 1e-4),
-                                            ("mlp", 1.0, 0.5), ("resnet", 0.75, 1.0)])
-def test_S4_12_nir_equations_reproduce_the_network(kind: str, beta: float, dt: float) -> None:
+@pytest.mark.parametrize("kind, beta, dt, names", [
+    ("mlp", 0.5, 1.0, ("norse",)), ("conv", 0.9, 1e-4, ("snntorch",)),
+    ("mlp", 1.0, 0.5, ("norse",)), ("resnet", 0.75, 1.0, ("spikenm",)),
+    ("mlp", 0.0, 1e-4, nio.READERS)])
+def test_S4_12_nir_equations_reproduce_the_network(kind: str, beta: float, dt: float,
+                                                   names: tuple[str, ...]) -> None:
     """The exported graph, run by NIR's own equations, gives the logits of S4 in eval mode
     (checked through the loss and accuracy count of the reference model backend)."""
     graph, params, buffers = network(kind)
     lif = LIFParams(beta=beta, theta=1.0, time_steps=5)
-    exported = nio.to_nir(graph, params, lif, buffers=buffers, dt=dt)
+    exported = nio.to_nir(graph, params, lif, buffers=buffers, dt=dt, readers=names)
     rng = np.random.default_rng(3)
     x = rng.random((16, *graph.input_shape))
     y = rng.integers(0, graph.num_classes, 16)
@@ -336,7 +376,7 @@ def test_S4_12_export_checks_params_against_the_graph() -> None:
 
 def test_S4_12_tampered_weight_fails_the_pattern_check() -> None:
     graph, params, _ = network("conv")
-    exported = nio.to_nir(graph, params, LIFParams())
+    exported = nio.to_nir(graph, params, LIFParams(), readers=("snntorch",))
     w = exported.nodes["layer1"].weight                      # (8, 4, 3, 3), blocks along in=4
     zero = np.argwhere(w[0, :, 0, 0] == 0)[0][0]
     w[0, zero, 0, 0] = 0.5
@@ -350,7 +390,7 @@ def test_S4_12_tampered_weight_fails_the_pattern_check() -> None:
 
 def test_S4_12_masked_layers_must_fit_m() -> None:
     graph, params, _ = network("conv")
-    exported = nio.to_nir(graph, params, LIFParams())
+    exported = nio.to_nir(graph, params, LIFParams(), readers=("snntorch",))
     with pytest.raises(ValueError, match=r"NIR node 'layer0' \(layer 0\) has 1 inputs, not a "
                                          r"multiple of m=4"):
         nio.from_nir(exported, N, M, masked=[0, 1])
@@ -367,8 +407,9 @@ def test_S4_12_nm_masks_are_the_nonzeros() -> None:
         assert np.all(api.to_block_layout(mask).reshape(-1, M).sum(-1) <= N)
 
 
-def test_S4_12_snntorch_style_graph_without_metadata() -> None:
-    """snnTorch's convention (dt = 1e-4, r = tau / dt): gain 1, weights kept as they are."""
+def test_S4_12b_snntorch_style_graph_without_metadata() -> None:
+    """snnTorch's convention (dt = 1e-4, r = tau / dt): gain 1, weights kept as they are;
+    the reset must be given (snnTorch writes subtract and zero resets as one node)."""
     w0, w1 = np.eye(8, 4), np.ones((2, 8))
     tau = np.full(8, 1e-4 / (1 - 0.9))
     graph = nir.NIRGraph(
@@ -383,15 +424,23 @@ def test_S4_12_snntorch_style_graph_without_metadata() -> None:
         nio.from_nir(graph, N, M, masked=[])
     with pytest.raises(ValueError, match=r"no 'spikenm.time_steps' metadata"):
         nio.from_nir(graph, N, M, masked=[], dt=1e-4)
-    graph2, params, lif = nio.from_nir(graph, N, M, masked=[], dt=1e-4, time_steps=8)
+    with pytest.raises(ValueError, match=r"does not state its neurons' reset .*pass "
+                                         r"reset='hard' .* or reset='soft' .*snnTorch"):
+        nio.from_nir(graph, N, M, masked=[], dt=1e-4, time_steps=8)
+    with pytest.raises(ValueError, match=r"reset='zero'; expected 'hard' or 'soft'"):
+        nio.from_nir(graph, N, M, masked=[], dt=1e-4, time_steps=8, reset="zero")
+    graph2, params, lif = nio.from_nir(graph, N, M, masked=[], dt=1e-4, time_steps=8,
+                                       reset="soft")
+    assert lif.reset == "soft"
     assert graph2 == Graph((4,), (Node("linear", (-1,), 4, 8), Node("lif", (0,)),
                                   Node("linear", (1,), 8, 2, bias=False)))
     assert math.isclose(lif.beta, 0.9, rel_tol=1e-12) and lif.time_steps == 8
     assert np.array_equal(params["layer0.weight"], w0) and "layer1.bias" not in params
 
 
-def test_S4_12_norse_style_gain_is_folded_into_the_weights() -> None:
-    """r = 1 (Norse): the input enters scaled by dt / tau, folded into W and b."""
+def test_S4_12_norse_style_gain_scales_the_threshold() -> None:
+    """r = 1 (Norse): the input enters scaled by dt / tau, which reads as the threshold
+    v_threshold / (dt / tau) of the unscaled membrane; the weights are kept."""
     w0 = np.array([[0.0, 2.0, 0.0, 4.0]] * 8)
     graph = nir.NIRGraph(
         nodes={"input": nir.Input(input_type={"input": np.array([4])}),
@@ -401,15 +450,16 @@ def test_S4_12_norse_style_gain_is_folded_into_the_weights() -> None:
                "b": nir.Affine(weight=np.ones((2, 8)), bias=np.zeros(2)),
                "output": nir.Output(output_type={"output": np.array([2])})},
         edges=[("input", "a"), ("a", "n"), ("n", "b"), ("b", "output")])
-    _, params, lif = nio.from_nir(graph, N, M, masked=[0], dt=1.0, time_steps=4)
-    assert lif.beta == 0.75
-    assert np.array_equal(params["layer0.weight"], w0 * 0.25)
-    assert np.all(params["layer0.bias"] == 0.25)
+    _, params, lif = nio.from_nir(graph, N, M, masked=[0], dt=1.0, time_steps=4,
+                                  reset="hard")
+    assert lif.beta == 0.75 and lif.theta == 4.0
+    assert np.array_equal(params["layer0.weight"], w0)
+    assert np.all(params["layer0.bias"] == 1.0)
 
 
 def test_S4_14_foreign_residual_graph_reads_as_an_add() -> None:
-    """Two edges into one node (NIR sums them) are an ``add`` before the node; an input
-    gain there has no single layer to fold into."""
+    """Two edges into one node (NIR sums them) are an ``add`` before the node; a neuron
+    with another input gain has another threshold, which one LIFParams cannot hold."""
     tau = np.full(4, 2.0)
     neuron = dict(tau=tau, r=tau.copy(), v_leak=np.zeros(4), v_threshold=np.ones(4),
                   v_reset=np.zeros(4))
@@ -423,25 +473,25 @@ def test_S4_14_foreign_residual_graph_reads_as_an_add() -> None:
     edges = [("input", "a"), ("a", "s"), ("s", "b"), ("b", "join"), ("s", "join"),
              ("join", "out"), ("out", "output")]
     graph, _, _ = nio.from_nir(nir.NIRGraph(nodes=nodes, edges=edges), N, M, masked=[],
-                               dt=1.0, time_steps=2)
+                               dt=1.0, time_steps=2, reset="hard")
     assert [(n.op, n.inputs) for n in graph.nodes] == [
         ("linear", (-1,)), ("lif", (0,)), ("linear", (1,)), ("add", (2, 1)), ("lif", (3,)),
         ("linear", (4,))]
     nodes["join"] = nir.LIF(**{**neuron, "r": np.ones(4)})
-    with pytest.raises(ValueError, match=r"node 'join' scales its input by r dt / tau = 0.5; "
-                                         r".*it reads \['b', 's'\]"):
+    with pytest.raises(ValueError, match=r"node 'join' has beta 0.5, theta 2.0 but 's' has "
+                                         r"beta 0.5, theta 1.0"):
         nio.from_nir(nir.NIRGraph(nodes=nodes, edges=edges), N, M, masked=[], dt=1.0,
-                     time_steps=2)
+                     time_steps=2, reset="hard")
 
 
 def test_S4_12_lif_without_leak_reads_as_beta_one() -> None:
     """tau = inf (no leak) is beta = 1 with input gain r dt, like an IF node."""
     graph, params, _ = network("mlp")
-    exported = nio.to_nir(graph, params, LIFParams(beta=0.5))
+    exported = nio.to_nir(graph, params, LIFParams(beta=0.5), dt=1.0, readers=("norse",))
     for name in ("lif0", "lif1"):
         node = exported.nodes[name]
         node.tau = np.full_like(node.tau, np.inf)
-        node.r = np.ones_like(node.r)
+        node.v_threshold = np.ones_like(node.v_threshold)       # gain r dt = 1
     with pytest.raises(ValueError, match=r"metadata 'spikenm.beta' is 0.5 but the neuron "
                                          r"nodes give 1.0"):
         nio.from_nir(exported, N, M)
@@ -458,7 +508,7 @@ def test_S4_6_foreign_pooling_reads() -> None:
                               Node("pool", (1,), window=0), Node("flatten", (2,)),
                               Node("linear", (3,), 4, 2)))
     params = init_params(graph, 0, 2.0, "float64")
-    exported = nio.to_nir(graph, params, LIFParams())
+    exported = nio.to_nir(graph, params, LIFParams(), readers=("snntorch",))
     assert exported.metadata["spikenm.global_pools"] == "pool0"
     del exported.metadata["spikenm.global_pools"]
     assert nio.from_nir(exported, N, M, masked=[])[0] == graph         # 4x6: non-square
@@ -470,7 +520,8 @@ def test_S4_6_foreign_pooling_reads() -> None:
     square = Graph((1, 4, 4), (Node("conv", (-1,), 1, 4, 3, 1, 1), Node("lif", (0,)),
                                Node("pool", (1,), window=0), Node("flatten", (2,)),
                                Node("linear", (3,), 4, 2)))
-    exported = nio.to_nir(square, init_params(square, 0, 2.0, "float64"), LIFParams())
+    exported = nio.to_nir(square, init_params(square, 0, 2.0, "float64"), LIFParams(),
+                          readers=("snntorch",))
     assert nio.from_nir(exported, N, M, masked=[])[0] == square
     del exported.metadata["spikenm.global_pools"]
     assert nio.from_nir(exported, N, M, masked=[])[0].nodes[2].window == 4
@@ -488,8 +539,7 @@ def graph_with(change: str) -> nir.NIRGraph:
         node.tau = node.tau.copy()
         node.tau[0] = 3.0
     elif change == "tau per layer":
-        node.tau = np.full_like(node.tau, 3.0)
-        node.r = node.tau.copy()
+        node.tau = np.full_like(node.tau, 3e-4)
     elif change == "metadata":
         exported.metadata["spikenm.beta"] = 0.7
     elif change == "spiking readout":
@@ -518,17 +568,18 @@ def graph_with(change: str) -> nir.NIRGraph:
     ("v_leak", r"node 'lif1' has v_leak 0.1; .*expected v_leak = 0"),
     ("v_reset", r"node 'lif1' has v_reset -1.0; .*expected v_reset = 0"),
     ("tau per neuron", r"node 'lif1' has different tau values per neuron"),
-    ("tau per layer", r"node 'lif1' has beta 0.666.*but 'lif0' has beta 0.5"),
+    ("tau per layer", r"node 'lif1' has beta 0.666.*, theta 1.4999.* but 'lif0' has beta 0.5"),
     ("metadata", r"graph metadata 'spikenm.beta' is 0.7 but the neuron nodes give 0.5"),
-    ("spiking readout", r"the output node 'output' reads \['lif2'\]; the last layer must feed "
-                        r"the output directly"),
+    ("spiking readout", r"the output node 'output' reads the spiking node 'lif2' \(LIF\): "
+                        r"spikenm's readout is the non-spiking mean current .* pass "
+                        r"drop_spiking_readout=True"),
     ("branch", r"inputs \['input'\] and outputs \['output', 'extra'\]"),
     ("flatten", r"node 'flatten0' flattens dims 1..-1 of \(1, 4, 4\); expected the whole map"),
     ("scale", r"node 'lif1' is a Scale; expected Affine, Linear, Conv2d, LIF, IF, AvgPool2d "
               r"or Flatten"),
     ("cycle", r"the graph has a cycle through \['layer1', 'layer2', 'lif1', 'output'\]"),
     ("dead end", r"nodes \['probe'\] do not lead to the output node 'output'"),
-    ("version", r"'spikenm.version' is 9; this spikenm reads versions 1 and 2"),
+    ("version", r"'spikenm.version' is 9; this spikenm reads versions 1 to 3"),
 ])
 def test_S4_12_graphs_spikenm_cannot_represent_are_refused(change: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
