@@ -61,6 +61,23 @@ Gradient accumulation and several sequences per step: every forward/backward bet
 as the weights' do, so add ``handle.eid_loss()`` to every micro-batch loss and scale it
 like that loss; the credits of the sequences add up (`nn_credit` says where a sequence
 ends; `SpikeNMHandle.new_sequence` ends one by hand).
+
+Data-parallel training (S5.14) under your own ``torch.nn.parallel.DistributedDataParallel``:
+call `sparsify` on the model on every process (same arguments, same seed), then wrap
+it, ``ddp = DistributedDataParallel(model)``, and run the loop above with ``ddp(x)`` on
+each process's shard of the batch.  The masks are the same on every process (the noise
+seeds do not depend on the rank, S5.2, and the logits stay identical); DDP averages the
+weight gradients, and `SpikeNMHandle.step` averages what the handle collected: the
+summed ``G = dL/dW_eff`` of every masked layer (from which the logits' task gradient is
+taken) and the per-step inner sums of the EID credits *before* the absolute value
+(`nn_credit`), so the logit update and ``handle.state_dict()`` are the same on every
+process.  ``handle.step()`` must be called on every process once per step (it holds
+collective operations), each process must run the same number of forward calls and
+time steps, and the result is that of one process on the concatenated batch when every
+process has the same local batch size and the loss is a batch mean (DDP's own rule).
+The EID term needs nothing: ``handle.eid_loss()`` is the same on every process.  Save
+checkpoints (``model.state_dict()``, ``handle.state_dict()``) from rank 0 only; pass
+``distributed=False`` for processes that train separate models.
 """
 
 from __future__ import annotations
@@ -170,7 +187,7 @@ def sparsify(
     include: Iterable[str] | None = None, exclude: Iterable[str] = (),
     dense_first: bool = True, dense_last: bool = True, skip_unfit: bool = False,
     seed: int = 0, time_steps: int | None = None, eid_decay: float | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, distributed: bool | None = None,
 ) -> SpikeNMHandle:
     """Give the Linear/ConvNd layers of ``model`` learnable ``n:m`` masks, trained by
     ``method`` over ``total_steps`` optimizer steps (SPEC S5, S6).
@@ -215,6 +232,11 @@ def sparsify(
         `SpikeNMHandle.step`) on stderr: None (default) shows it when stderr is a
         terminal, True always, False never; `SpikeNMHandle.progress` gives the same
         figures as text for your own log lines.
+    distributed : bool, optional
+        Reduce each step over the processes of ``torch.distributed`` (S5.14, the module
+        docstring's "Data-parallel training"): None (default) does so when the default
+        process group is initialized with several processes at `SpikeNMHandle.step`,
+        True requires it, False never does (processes that train separately).
 
     Returns
     -------
@@ -316,7 +338,7 @@ def sparsify(
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"progress={progress!r} is invalid; expected None, True or False")
     handle = SpikeNMHandle(n, m, method, setup, layers, ordinals, dense, skipped,
-                           time_steps, eid_decay, progress)
+                           time_steps, eid_decay, progress, distributed)
     for index, name, mod in chosen:
         mask = NMMask(handle, index, n, m)
         mask.train(mod.training)

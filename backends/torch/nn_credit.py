@@ -33,12 +33,19 @@ accumulation loop), and when the input shape changes (a new batch size).  Calls 
 train mode, under ``torch.no_grad()`` or whose output needs no gradient are not
 recorded.  A call whose output gets no gradient contributes ``d_t = 0``; several
 backward passes through one call add their gradients (``d_t`` of the summed loss).
+
+Under data parallelism (S5.14; `CreditCollector.reduce` with ``all_mean``) every process
+holds a shard of the batch, so the inner sums ``S_t = sum_b d_t[b] e_t[b]`` of every
+sequence and step (the time-summed ``S`` when signed) are averaged over the processes
+-- as ``DistributedDataParallel`` averages gradients, so ``d_t`` of the averaged loss is
+``1/K`` of a process's own -- *before* the absolute value; every process must have run
+the same sequences and time steps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -260,11 +267,17 @@ class CreditCollector:
         self._open = {k: _Sequence() for k in self.layers}
         self._closed = {k: [] for k in self.layers}
 
-    def reduce(self, weights: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def reduce(self, weights: Mapping[int, torch.Tensor],
+               all_mean: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+               ) -> dict[int, torch.Tensor]:
         """The credits since the last reduce, block layout, of every active layer that a
         backward pass reached (``weights``: the dense weights of the step), then
-        `clear`."""
+        `clear`.  With ``all_mean`` (a data-parallel run, S5.14: a tensor's mean over the
+        processes) the per-step inner sums are averaged over the processes before the
+        absolute value (module docstring)."""
         self.new_sequence()
+        if all_mean is not None:
+            return self._reduce_shared(weights, all_mean)
         out: dict[int, torch.Tensor] = {}
         for k, sequences in self._closed.items():
             if k not in self.active or not sequences:
@@ -282,13 +295,64 @@ class CreditCollector:
         self.clear()
         return out
 
-    def _sequence_credit(self, module: nn.Module, chunks: list[_Chunk],
-                         w: torch.Tensor) -> torch.Tensor:
+    def _reduce_shared(self, weights: Mapping[int, torch.Tensor],
+                       all_mean: Callable[[torch.Tensor], torch.Tensor]
+                       ) -> dict[int, torch.Tensor]:
+        """`reduce` of a data-parallel run: every sequence's inner sums of every layer in
+        one flat tensor, averaged over the processes, then ``|W| * sum_t |S_t|``."""
+        parts: list[tuple[int, torch.Tensor]] = []
+        for k, sequences in sorted(self._closed.items()):
+            if k not in self.active or not sequences:
+                continue
+            module = self.layers[k][1]
+            w = weights[k].detach()
+            for chunks in sequences:
+                if all(c.d is None for c in chunks):
+                    continue                    # no backward pass reached this sequence
+                parts.append((k, self._sequence_sums(module, chunks, w)))
+        self.clear()
+        if not parts:
+            return {}
+        flat = all_mean(torch.cat([p.reshape(-1) for _, p in parts]))
+        totals: dict[int, torch.Tensor] = {}
+        offset = 0
+        for k, p in parts:
+            sums = flat[offset:offset + p.numel()].reshape(p.shape)
+            offset += p.numel()
+            c = torch.abs(sums).sum(dim=0)
+            totals[k] = c if k not in totals else totals[k] + c
+        return {k: to_block_layout(torch.abs(weights[k].detach()) * t)
+                for k, t in totals.items()}
+
+    def _sequence_sums(self, module: nn.Module, chunks: list[_Chunk], w: torch.Tensor
+                       ) -> torch.Tensor:
+        """The inner sums ``S_t = sum_b d_t[b] e_t[b]`` of one sequence, ``(T, *w.shape)``
+        (signed: the time-summed ``S``, ``(1, *w.shape)``), in the weight's layout."""
+        x, d = self._sequence_arrays(chunks, w)
+        traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        traces[0] = x[0]
+        for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1} (S2.1)
+            torch.add(x[t], traces[t - 1], alpha=self.decay, out=traces[t])
+        if self.signed:
+            traces, d = traces.flatten(0, 1).unsqueeze(0), d.flatten(0, 1).unsqueeze(0)
+        if isinstance(module, nn.Linear):
+            return torch.stack([d[t].transpose(0, 1) @ traces[t] for t in range(d.shape[0])])
+        return torch.stack([conv_weight_grad(module, traces[t], d[t], w)
+                            for t in range(d.shape[0])])
+
+    @staticmethod
+    def _sequence_arrays(chunks: list[_Chunk], w: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs ``(T, B, ...)`` and output gradients (0 where none) of one sequence."""
         x = torch.cat([c.x for c in chunks])
         d = torch.cat([c.d if c.d is not None else
                        torch.zeros(c.out_shape, dtype=c.x.dtype, device=c.x.device)
                        for c in chunks])
-        x, d = x.to(w.dtype), d.to(w.dtype)
+        return x.to(w.dtype), d.to(w.dtype)
+
+    def _sequence_credit(self, module: nn.Module, chunks: list[_Chunk],
+                         w: torch.Tensor) -> torch.Tensor:
+        x, d = self._sequence_arrays(chunks, w)
         if isinstance(module, nn.Linear):
             return eligibility_credit(x, d, w, self.decay, self.signed)
         return conv_credit(module, x, d, w, self.decay, self.signed)

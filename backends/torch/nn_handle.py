@@ -27,6 +27,13 @@ model's device.  Per optimizer step ``s`` (`SpikeNMHandle.step_count`):
    credits only and computes its mask-parameter gradients itself (``logit_grads=None``).
 
 Eval mode uses ``method.final_masks`` (S5.11), computed once per step and cached.
+
+Data parallelism (S5.14): when ``torch.distributed`` is initialized with several
+processes (or ``distributed=True``), `SpikeNMHandle.step` first averages the summed
+``G`` of every masked layer over the processes (as ``DistributedDataParallel`` averages
+the weight gradients) and the collectors' per-step credit sums (before the absolute
+value, `nn_credit`), so the logit gradients, credits and the method's update are the
+same on every process; only rank 0 keeps a progress bar.
 """
 
 from __future__ import annotations
@@ -127,7 +134,12 @@ class SpikeNMHandle:
     def __init__(self, n: int, m: int, method: Method, setup: MethodSetup,
                  layers: dict[str, nn.Module], ordinals: dict[str, int],
                  dense: dict[str, str], skipped: dict[str, str], time_steps: int | None,
-                 eid_decay: float | None, progress: bool | None = None) -> None:
+                 eid_decay: float | None, progress: bool | None = None,
+                 distributed: bool | None = None) -> None:
+        if distributed is not None and not isinstance(distributed, bool):
+            raise TypeError(f"distributed={distributed!r} is invalid; expected None "
+                            f"(automatic), True or False")
+        self.distributed = distributed
         self.n, self.m = n, m
         self.method = method
         self.setup = setup
@@ -311,9 +323,19 @@ class SpikeNMHandle:
         sm = self._prepare()
         s = self._step
         weights = self._snapshot
+        all_mean = self._all_mean()
+        if all_mean is not None and self._grad_sum:  # S5.14: G of the global batch
+            keys = sorted(self._grad_sum)
+            flat = all_mean(torch.cat([self._grad_sum[k].reshape(-1) for k in keys]))
+            offset = 0
+            for k in keys:
+                size = self._grad_sum[k].numel()
+                self._grad_sum[k] = flat[offset:offset + size].reshape(
+                    self._grad_sum[k].shape)
+                offset += size
         grads = {k: self._grad_sum.get(k, torch.zeros_like(w)) for k, w in weights.items()}
         logit_grads = self._logit_grads(sm, weights) if self._leaves else None
-        credits = self._collector.reduce(weights) if sm.credit_layers else {}
+        credits = self._collector.reduce(weights, all_mean) if sm.credit_layers else {}
         if not sm.credit_layers:
             self._collector.clear()
         assert self._after is not None
@@ -334,6 +356,47 @@ class SpikeNMHandle:
         if self._step >= self.setup.total_steps:
             self._progress.close()
         self._reset_step()
+
+    def world_size(self) -> int:
+        """The processes whose steps this handle reduces over (S5.14): the size of the
+        initialized ``torch.distributed`` default group, 1 without one or with
+        ``distributed=False``.
+
+        Raises
+        ------
+        ValueError
+            With ``distributed=True`` when ``torch.distributed`` is not initialized.
+        """
+        if self.distributed is False:
+            return 1
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_world_size())
+        if self.distributed:
+            raise ValueError("sparsify(..., distributed=True) needs an initialized "
+                             "torch.distributed process group "
+                             "(torch.distributed.init_process_group) before handle.step()")
+        return 1
+
+    def _all_mean(self) -> Any:
+        """A tensor's mean over the processes (None outside a data-parallel run)."""
+        world = self.world_size()
+        if world <= 1:
+            return None
+        import torch.distributed as dist
+
+        if dist.get_rank() != 0 and self._progress.has_bar:  # one bar per run: rank 0's
+            self._progress.close()
+            self._progress = Progress(self.setup.total_steps, sys.stderr, "sparsify", "step",
+                                      initial=min(self._step, self.setup.total_steps),
+                                      bar=False)
+
+        def mean(t: torch.Tensor) -> torch.Tensor:
+            out = t.detach().clone(memory_format=torch.contiguous_format)
+            dist.all_reduce(out)
+            return out / world
+        return mean
 
     @property
     def progress(self) -> str:

@@ -216,8 +216,14 @@ class TorchModelBackend:
                           spike_counts=tuple(int(s.numel()) for s in run.spikes))
 
 
-def model_backend(device: str = "cpu") -> TorchModelBackend:
+def model_backend(device: str = "cpu") -> Any:
     """The torch model backend bound to ``device`` (S4.16).
+
+    In a data-parallel run (``torch.distributed`` initialized with several processes,
+    or ``WORLD_SIZE > 1`` under ``torchrun``) it is the
+    `spikenm.backends.torch.snn_ddp.DDPModelBackend` of this process (S5.14), which
+    creates the process group from the ``torchrun`` environment if needed; otherwise a
+    `TorchModelBackend`.
 
     Raises
     ------
@@ -229,4 +235,8 @@ def model_backend(device: str = "cpu") -> TorchModelBackend:
     >>> model_backend().device
     'cpu'
     """
+    from . import snn_ddp
+
+    if snn_ddp.distributed_requested():
+        return snn_ddp.DDPModelBackend(TorchModelBackend(snn_ddp.init_group(device)))
     return TorchModelBackend(device)

@@ -11,6 +11,12 @@ a conv layer the inner sum over the unfolded input is the conv weight gradient o
 ``(e_t, d_t)`` (of the stacked steps in the signed case;
 `spikenm.backends.torch.credit.conv_credit`, shared with the PyTorch module path),
 returned in block layout ``(out, k, k, in)`` (`spikenm.api.to_block_layout`).
+
+Data-parallel training (S5.14) splits the batch ``b`` over workers, so the inner sums
+must be summed over the workers before the absolute value: `step_sums` gives a worker's
+inner sums ``S_t = sum_b d_t[b] e_t[b]`` per step (one time-summed ``S`` when signed),
+the caller all-reduces them, and `credit_from_sums` applies ``|W| * sum_t |S_t|`` (or
+``|W| * |S|``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from spikenm.snn.graph import Node
 from . import credit
 from .eid import eligibility_credit
 
-__all__ = ["conv_credit", "layer_credit"]
+__all__ = ["conv_credit", "layer_credit", "step_sums", "credit_from_sums"]
 
 
 def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, stride: int,
@@ -66,3 +72,48 @@ def layer_credit(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,
     if node.op == "linear":
         return eligibility_credit(x, d, weight, decay, signed)
     return conv_credit(x, d, weight, node.stride, node.padding, decay, signed)
+
+
+def step_sums(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,
+              weight: torch.Tensor, decay: float, signed: bool = False) -> torch.Tensor:
+    """The inner sums of S2.3 of one ``linear``/``conv`` node on this worker's samples:
+    ``S_t = sum_b d_t[b]^T e_t[b]`` ``(T, O, K)`` (conv: the conv weight gradient of
+    ``(e_t, d_t)``, ``(T, O, C, k, k)``), or with ``signed`` the time sum
+    ``(1, *weight.shape)`` (S2.9).  Summed over the workers, `credit_from_sums` turns
+    them into the credit of the global batch (S5.14).
+
+    Examples
+    --------
+    >>> from spikenm.snn import mlp
+    >>> node = mlp((4,), 3, (2,)).layer_node(0)
+    >>> x = torch.ones(2, 3, 4); d = torch.ones(2, 3, 2); w = torch.ones(2, 4)
+    >>> half = step_sums(node, x[:, :1], False, d[:, :1], w, 0.5)
+    >>> rest = step_sums(node, x[:, 1:], False, d[:, 1:], w, 0.5)
+    >>> bool(torch.equal(credit_from_sums(node, half + rest, w, False),
+    ...                  layer_credit(node, x, False, d, w, 0.5)))
+    True
+    """
+    if static:
+        x = x.expand((d.shape[0],) + tuple(x.shape))
+    weight = weight.detach()
+    traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    traces[0] = x[0]
+    for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1} (S2.1)
+        torch.add(x[t], traces[t - 1], alpha=decay, out=traces[t])
+    if signed:
+        traces, d = traces.flatten(0, 1).unsqueeze(0), d.flatten(0, 1).unsqueeze(0)
+    if node.op == "linear":
+        return torch.stack([d[t].transpose(0, 1) @ traces[t] for t in range(d.shape[0])])
+    return torch.stack([credit.conv_weight_grad(traces[t], d[t], weight, stride=node.stride,
+                                                padding=node.padding)
+                        for t in range(d.shape[0])])
+
+
+def credit_from_sums(node: Node, sums: torch.Tensor, weight: torch.Tensor,
+                     signed: bool = False) -> torch.Tensor:
+    """The credit ``|W| * sum_t |S_t|`` (S2.3; signed, S2.9: ``|W| * |S|`` of the one
+    time-summed ``S``) from the inner sums of `step_sums` summed over the workers; a conv
+    credit in block layout ``(O, k, k, C)``."""
+    total = torch.abs(sums[0]) if signed else torch.abs(sums).sum(dim=0)
+    c = torch.abs(weight.detach()) * total
+    return c if node.op == "linear" else c.permute(0, 2, 3, 1).contiguous()

@@ -19,6 +19,13 @@ Ops (S4.2, S4.6, S4.13, S4.14)::
     add      elementwise sum of the inputs
     lif      spikes of `spikenm.backends.torch.snn_lif.lif_over_time`
 
+With a `Shard` (data-parallel training, S5.14) the batch ``a`` is this worker's part of
+the global batch, and the train-mode batch-norm statistics are those of the global batch:
+``mu = sum_workers(sum a) / n`` and then ``var = sum_workers(sum (a - mu)^2) / n`` with
+``n`` the global entry count, each sum a differentiable all-reduce inside the graph (its
+backward is the all-reduce of the gradients), so every worker normalizes, differentiates
+and updates its running statistics exactly as one process on the global batch would.
+
 The readout (last ``linear`` node) gives ``logits = (1/T) sum_t I_t`` (S4.8).  Autograd
 through these ops is the backward pass of S4.5, S4.6 and S4.13 (the batch-norm
 statistics are differentiated, giving ``gamma / sqrt(var + eps) (gy - mean(gy) - xhat
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -40,7 +47,7 @@ from spikenm.snn.neuron import LIFParams
 
 from .snn_lif import lif_over_time
 
-__all__ = ["Pass", "graph_forward", "batch_norm"]
+__all__ = ["Pass", "Shard", "graph_forward", "batch_norm"]
 
 
 @dataclass
@@ -67,6 +74,26 @@ class Pass:
     currents: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This worker's part of a batch split over data-parallel workers (S5.14).
+
+    Attributes
+    ----------
+    local : int
+        Samples of the batch on this worker (``>= 1``).
+    total : int
+        Samples of the global batch (the sum of ``local`` over the workers).
+    sum : callable tensor -> tensor
+        The elementwise sum of a tensor over the workers, differentiable (its backward
+        is the same sum of the gradients), with a result identical on every worker.
+    """
+
+    local: int
+    total: int
+    sum: Callable[[torch.Tensor], torch.Tensor]
+
+
 def _lead(static: bool) -> int:
     """Number of leading (time, batch) axes."""
     return 1 if static else 2
@@ -90,13 +117,15 @@ def _weighted(node: Node, a: torch.Tensor, static: bool, weight: torch.Tensor,
 
 def batch_norm(a: torch.Tensor, static: bool, t_steps: int, gamma: torch.Tensor,
                beta: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
-               train: bool, where: str) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                 torch.Tensor | None]:
+               train: bool, where: str, shard: Shard | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Batch norm over batch and time (S4.13) of ``a`` ``(T, B, C, ...)`` or, static,
     ``(B, C, ...)`` (counted as repeated over ``T``).
 
     Returns ``(y, new_running_mean, new_running_var)``; the running statistics are
-    ``None`` in eval mode, where ``(running_mean, running_var)`` normalize.
+    ``None`` in eval mode, where ``(running_mean, running_var)`` normalize.  With
+    ``shard`` the train-mode statistics are those of the global batch (module docstring,
+    S5.14).
 
     Raises
     ------
@@ -110,14 +139,22 @@ def batch_norm(a: torch.Tensor, static: bool, t_steps: int, gamma: torch.Tensor,
         scale = gamma / torch.sqrt(running_var + BN_EPS)
         return (a - running_mean.reshape(view)) * scale.reshape(view) + beta.reshape(view), \
             None, None
-    n = (a.numel() // channels) * (t_steps if static else 1)
+    entries = a.numel() // channels  # per channel, without the repetition over T
+    if shard is not None:
+        entries = entries // shard.local * shard.total
+    n = entries * (t_steps if static else 1)
     if n < 2:
         raise ValueError(f"{where} normalizes n={n} entries per channel in train mode; "
                          f"batch norm needs n = T * B * H * W >= 2 (SPEC S4.13)")
     dims = tuple(d for d in range(a.ndim) if d != lead)
-    mu = a.mean(dim=dims)
-    centred = a - mu.reshape(view)
-    var = (centred * centred).mean(dim=dims)
+    if shard is None:
+        mu = a.mean(dim=dims)
+        centred = a - mu.reshape(view)
+        var = (centred * centred).mean(dim=dims)
+    else:  # the global batch's statistics (S5.14), two passes as above
+        mu = shard.sum(a.sum(dim=dims)) / entries
+        centred = a - mu.reshape(view)
+        var = shard.sum((centred * centred).sum(dim=dims)) / entries
     xhat = centred / torch.sqrt(var + BN_EPS).reshape(view)
     y = gamma.reshape(view) * xhat + beta.reshape(view)
     with torch.no_grad():
@@ -139,13 +176,16 @@ def _pool(a: torch.Tensor, static: bool, window: int) -> torch.Tensor:
 def graph_forward(graph: Graph, params: Mapping[str, torch.Tensor],
                   buffers: Mapping[str, torch.Tensor], x: torch.Tensor, lif: LIFParams, *,
                   train: bool, static: bool, keep: Collection[int] = (),
-                  potentials: list[torch.Tensor] | None = None) -> Pass:
+                  potentials: list[torch.Tensor] | None = None,
+                  shard: Shard | None = None) -> Pass:
     """Run ``graph`` on ``x`` (``static``: direct-encoded ``(B, *input_shape)``, else
     time-major ``(T, B, *input_shape)``), see the module docstring.
 
     ``keep`` lists the layer ordinals whose input and current are returned (for EID,
     S2.3).  With ``potentials`` (a list), every ``lif`` node appends its membrane
-    potentials ``H_t`` to it.  The inputs are assumed checked
+    potentials ``H_t`` to it.  ``shard``: ``x`` is this worker's part of a global batch
+    whose batch-norm statistics are reduced over the workers (S5.14).  The inputs are
+    assumed checked
     (`spikenm.snn.model.check_call`).
     """
     t_steps = lif.time_steps
@@ -170,7 +210,7 @@ def graph_forward(graph: Graph, params: Mapping[str, torch.Tensor],
             out, mean, var = batch_norm(
                 a, st, t_steps, params[f"bn{j}.gamma"], params[f"bn{j}.beta"],
                 buffers[f"bn{j}.running_mean"], buffers[f"bn{j}.running_var"], train,
-                f"{graph.name_of(i)} (node {i})")
+                f"{graph.name_of(i)} (node {i})", shard)
             if mean is not None and var is not None:
                 result.buffers[f"bn{j}.running_mean"] = mean
                 result.buffers[f"bn{j}.running_var"] = var

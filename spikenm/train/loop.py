@@ -15,6 +15,14 @@ SIGTERM only ask it to stop (`stop_signals`): at the next safe point between ste
 writes a checkpoint and raises `Interrupted` (a `KeyboardInterrupt`), whose
 ``exit_status`` is ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
 
+Data-parallel runs (S5.14, ``torchrun --nproc_per_node=K -m spikenm train ... --backend
+torch``): every process runs this loop on the same configuration; the model backend
+splits each batch and reduces the results, so every process holds the same state.  Only
+rank 0 (`spikenm.train.distributed.is_writer`) cleans and writes the output folder
+(checkpoints, metrics, model, summary) and prints progress; the others only check it.
+A stop signal seen by any process stops all of them after the same step, and a resume
+reads the checkpoint on every process.
+
 A train record (``metrics.jsonl``, one per logging interval) holds ``step``, ``epoch``,
 ``loss``, ``acc``, ``flip_rate`` (S5.9), ``phase``, ``temperature``, ``scale``, ``lr``,
 ``firing_rates``, ``ms_per_step`` and the sampling-variance metrics of S5.9a
@@ -52,7 +60,7 @@ from spikenm.energy import energy_report
 from spikenm.optim import opt_init
 from spikenm.progress import Progress
 
-from . import variance
+from . import distributed, variance
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_to_dict
 from .evaluation import evaluate, final_params, layer_report
@@ -274,7 +282,8 @@ def stop_signals() -> Iterator[StopRequest]:
             signal.signal(sig, old)
 
 
-def prepare_out(out: Path, *, resume: bool = False, overwrite: bool = False) -> list[Path]:
+def prepare_out(out: Path, *, resume: bool = False, overwrite: bool = False,
+                clean: bool = True) -> list[Path]:
     """Check the output folder ``out`` before a run and clean it (S5.12b); returns the
     stale temporary files removed.
 
@@ -283,6 +292,8 @@ def prepare_out(out: Path, *, resume: bool = False, overwrite: bool = False) -> 
     deletes those files first.  The temporary files of `RUN_FILES` that a killed run left
     (`spikenm.atomic.remove_stale_temps`: the name pattern of `spikenm.atomic.atomic_path`
     and a writer process that no longer exists) are deleted; nothing else is touched.
+    With ``clean`` False (a data-parallel process other than the writer, S5.14) ``out``
+    is only checked: nothing is deleted.
 
     Raises
     ------
@@ -296,14 +307,14 @@ def prepare_out(out: Path, *, resume: bool = False, overwrite: bool = False) -> 
     if out.exists() and not out.is_dir():
         raise ValueError(f"run.out (--out) {str(out)!r} is a file, expected a folder (new "
                          f"or holding a run)")
-    removed = remove_stale_temps(out, RUN_FILES)
+    removed = remove_stale_temps(out, RUN_FILES) if clean else []
     if not resume:
         held = [name for name in RUN_FILES if (out / name).exists()]
         if held and not overwrite:
             raise ValueError(f"run.out (--out) {str(out)!r} holds another run's files ("
                              f"{', '.join(held)}): continue it with --resume, replace it "
                              f"with --overwrite, or choose another folder")
-        for name in held:
+        for name in held if clean else ():
             (out / name).unlink()
     return removed
 
@@ -329,7 +340,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     run files and starts afresh; ``stop_after`` stops (with a checkpoint) after that many
     total steps, as an interrupt would.  SIGINT and SIGTERM stop the run at the next safe
     point with a checkpoint (`stop_signals`).  Progress goes to ``stream`` (default: the
-    current ``sys.stdout``; None: off).
+    current ``sys.stdout``; None: off).  In a data-parallel run (S5.14) only rank 0
+    writes files and progress; every process returns the result.
 
     Raises
     ------
@@ -342,13 +354,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         ``resume`` without ``out/checkpoint.npz``.
     """
     out_stream = sys.stdout if stream == "stdout" else stream
-    shown = None if cfg.run.quiet else out_stream
+    writer = distributed.is_writer()
+    shown = None if cfg.run.quiet or not writer else out_stream
     emit = printer(shown)  # type: ignore[arg-type]
     out = Path(cfg.run.out) if cfg.run.out else None
     if resume and out is None:
         raise ValueError("--resume needs run.out (--out): the folder with checkpoint.npz")
     with stop_signals() as stop:
-        removed = prepare_out(out, resume=resume, overwrite=overwrite) if out else []
+        removed = (prepare_out(out, resume=resume, overwrite=overwrite, clean=writer)
+                   if out else [])
         if removed:
             emit(f"removed {len(removed)} stale temporary file(s) of a killed run: "
                  + ", ".join(p.name for p in removed))
@@ -359,7 +373,10 @@ def _run(cfg: TrainConfig, resume: bool, stop_after: int | None, stop: StopReque
          emit: Callable[[str], None], out: Path | None, shown: TextIO | None
          ) -> TrainResult:
     setup = build_setup(cfg)
-    log = MetricsLog(out / METRICS if out else None)
+    distributed.check_model(setup.model)
+    distributed.barrier(setup.model)  # the writer has checked and cleaned ``out``
+    writer = distributed.is_writer()
+    log = MetricsLog(out / METRICS if out and writer else None)
     tally = _Tally()
     elapsed = 0.0  # wall seconds of the steps of earlier sessions (resume)
     if resume:
@@ -398,11 +415,13 @@ def _run(cfg: TrainConfig, resume: bool, stop_after: int | None, stop: StopReque
     progress = Progress(setup.total_steps, shown, "train", "step", initial=state.step)
     try:
         while True:
-            stopping = stop.signum is not None
+            stopping = distributed.any_worker(setup.model, stop.signum is not None)
+            if stopping and stop.signum is None:  # another process of the run got it
+                stop.signum = signal.SIGTERM
             if stopping or (stop_after is not None and stop_after <= state.step
                             < setup.total_steps):
                 state = tally.fold(state)
-                if out is not None:
+                if out is not None and writer:
                     _save(setup, state, out, tally, run_seconds())
                 if not stopping:
                     emit(f"stopped at step {state.step}; resume with --resume")
@@ -453,7 +472,7 @@ def _run(cfg: TrainConfig, resume: bool, stop_after: int | None, stop: StopReque
                               **evaluate(setup, params, state.buffers)}
                     log.write(record)
                     progress.write(progress_line(record, setup.total_steps, cfg.optim.epochs))
-            if out is not None and (
+            if out is not None and writer and (
                     (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
                     or (not cfg.run.checkpoint_every and epoch_end)):
                 state = tally.fold(state)
@@ -461,14 +480,15 @@ def _run(cfg: TrainConfig, resume: bool, stop_after: int | None, stop: StopReque
     except KeyboardInterrupt as exc:
         # a KeyboardInterrupt not of a stop signal (raised by code, or SIGINT outside the
         # main thread's handlers): it left between two steps, so the state is whole
-        if out is not None and not isinstance(exc, Interrupted):
+        if out is not None and writer and not isinstance(exc, Interrupted):
             state = tally.fold(state)
             _save(setup, state, out, tally, run_seconds())
             emit(f"interrupted: checkpoint of step {state.step} written to {out / CHECKPOINT}")
         raise
     finally:
         progress.close()
-    result = _finish(setup, tally.fold(state), tally, log, out, run_seconds(), emit)
+    result = _finish(setup, tally.fold(state), tally, log, out if writer else None,
+                     run_seconds(), emit)
     if stop.signum is not None:
         raise Interrupted(stop.signum, f"{stop.name} arrived while the final outputs were "
                           f"written; the run is complete"
