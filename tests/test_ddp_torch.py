@@ -357,7 +357,7 @@ def test_S5_14_credit_abs_after_the_process_sum() -> None:
         parts = [(x[:, :4], d[:, :4]), (x[:, 4:], d[:, 4:])]
         sums = sum(step_sums(node, a, False, b, w, 0.5, signed) for a, b in parts)
         naive = sum(layer_credit(node, a, False, b, w, 0.5, signed) for a, b in parts)
-        _close(credit_from_sums(node, sums, w, signed), whole)
+        _close(credit_from_sums(node, sums, w), whole)
         assert float((naive - whole).abs().max()) > 1e-3
 
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["conv_weight_grad", "conv_credit"]
+__all__ = ["conv_weight_grad", "conv_credit", "step_sums", "credit_from_sums"]
 
 Conv = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A layer's own convolution ``(input, weight) -> output``, without bias."""
@@ -111,3 +111,41 @@ def conv_credit(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, decay: f
         trace = decay * trace + x[t]
         total = total + torch.abs(conv_weight_grad(trace, d[t], weight, **geometry))
     return torch.abs(weight) * total
+
+
+def step_sums(x: torch.Tensor, d: torch.Tensor, weight: torch.Tensor, decay: float,
+              signed: bool = False, geometry: dict | None = None) -> torch.Tensor:
+    """The inner sums of S2.3 on this worker's samples, before any absolute value:
+    ``S_t = sum_b d_t[b]^T e_t[b]`` ``(T, *weight.shape)`` (a conv: the weight gradient of
+    ``(e_t, d_t)``), or with ``signed`` the one time-summed ``S`` ``(1, *weight.shape)``
+    (S2.9).  Summed over the workers of a data-parallel run, `credit_from_sums` turns them
+    into the credit of the global batch (S5.14).
+
+    ``x`` ``(T, B, ...)`` is the layer input, ``d`` ``(T, B, ...)`` ``dL/dI_t``;
+    ``geometry`` is None for a linear layer, else the keyword arguments of
+    `conv_weight_grad` (stride, padding, dilation, groups, conv).
+
+    Examples
+    --------
+    >>> x = torch.ones(2, 3, 4); d = torch.ones(2, 3, 2); w = torch.ones(2, 4)
+    >>> parts = step_sums(x[:, :1], d[:, :1], w, 0.5) + step_sums(x[:, 1:], d[:, 1:], w, 0.5)
+    >>> bool(torch.equal(credit_from_sums(parts, w), credit_from_sums(step_sums(x, d, w, 0.5), w)))
+    True
+    """
+    weight = weight.detach()
+    traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    traces[0] = x[0]
+    for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1} (S2.1)
+        torch.add(x[t], traces[t - 1], alpha=decay, out=traces[t])
+    if signed:
+        traces, d = traces.flatten(0, 1).unsqueeze(0), d.flatten(0, 1).unsqueeze(0)
+    if geometry is None:
+        return torch.stack([d[t].transpose(0, 1) @ traces[t] for t in range(d.shape[0])])
+    return torch.stack([conv_weight_grad(traces[t], d[t], weight, **geometry)
+                        for t in range(d.shape[0])])
+
+
+def credit_from_sums(sums: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The credit ``|W| * sum_t |S_t|`` (S2.3; for the signed sums of `step_sums`, S2.9's
+    ``|W| * |S|``) in the weight's framework layout."""
+    return torch.abs(weight.detach()) * torch.abs(sums).sum(dim=0)

@@ -319,26 +319,18 @@ class CreditCollector:
         for k, p in parts:
             sums = flat[offset:offset + p.numel()].reshape(p.shape)
             offset += p.numel()
-            c = torch.abs(sums).sum(dim=0)
+            c = credit.credit_from_sums(sums, weights[k])
             totals[k] = c if k not in totals else totals[k] + c
-        return {k: to_block_layout(torch.abs(weights[k].detach()) * t)
-                for k, t in totals.items()}
+        return {k: to_block_layout(t) for k, t in totals.items()}
 
     def _sequence_sums(self, module: nn.Module, chunks: list[_Chunk], w: torch.Tensor
                        ) -> torch.Tensor:
         """The inner sums ``S_t = sum_b d_t[b] e_t[b]`` of one sequence, ``(T, *w.shape)``
-        (signed: the time-summed ``S``, ``(1, *w.shape)``), in the weight's layout."""
+        (signed: the time-summed ``S``, ``(1, *w.shape)``), in the weight's layout
+        (`spikenm.backends.torch.credit.step_sums`)."""
         x, d = self._sequence_arrays(chunks, w)
-        traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        traces[0] = x[0]
-        for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1} (S2.1)
-            torch.add(x[t], traces[t - 1], alpha=self.decay, out=traces[t])
-        if self.signed:
-            traces, d = traces.flatten(0, 1).unsqueeze(0), d.flatten(0, 1).unsqueeze(0)
-        if isinstance(module, nn.Linear):
-            return torch.stack([d[t].transpose(0, 1) @ traces[t] for t in range(d.shape[0])])
-        return torch.stack([conv_weight_grad(module, traces[t], d[t], w)
-                            for t in range(d.shape[0])])
+        geometry = None if isinstance(module, nn.Linear) else _geometry(module)
+        return credit.step_sums(x, d, w, self.decay, self.signed, geometry)
 
     @staticmethod
     def _sequence_arrays(chunks: list[_Chunk], w: torch.Tensor

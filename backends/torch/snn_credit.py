@@ -89,31 +89,20 @@ def step_sums(node: Node, x: torch.Tensor, static: bool, d: torch.Tensor,
     >>> x = torch.ones(2, 3, 4); d = torch.ones(2, 3, 2); w = torch.ones(2, 4)
     >>> half = step_sums(node, x[:, :1], False, d[:, :1], w, 0.5)
     >>> rest = step_sums(node, x[:, 1:], False, d[:, 1:], w, 0.5)
-    >>> bool(torch.equal(credit_from_sums(node, half + rest, w, False),
+    >>> bool(torch.equal(credit_from_sums(node, half + rest, w),
     ...                  layer_credit(node, x, False, d, w, 0.5)))
     True
     """
     if static:
         x = x.expand((d.shape[0],) + tuple(x.shape))
-    weight = weight.detach()
-    traces = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    traces[0] = x[0]
-    for t in range(1, x.shape[0]):  # e_t = x_t + decay e_{t-1} (S2.1)
-        torch.add(x[t], traces[t - 1], alpha=decay, out=traces[t])
-    if signed:
-        traces, d = traces.flatten(0, 1).unsqueeze(0), d.flatten(0, 1).unsqueeze(0)
-    if node.op == "linear":
-        return torch.stack([d[t].transpose(0, 1) @ traces[t] for t in range(d.shape[0])])
-    return torch.stack([credit.conv_weight_grad(traces[t], d[t], weight, stride=node.stride,
-                                                padding=node.padding)
-                        for t in range(d.shape[0])])
+    geometry = (None if node.op == "linear"
+                else dict(stride=node.stride, padding=node.padding))
+    return credit.step_sums(x, d, weight, decay, signed, geometry)
 
 
-def credit_from_sums(node: Node, sums: torch.Tensor, weight: torch.Tensor,
-                     signed: bool = False) -> torch.Tensor:
+def credit_from_sums(node: Node, sums: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The credit ``|W| * sum_t |S_t|`` (S2.3; signed, S2.9: ``|W| * |S|`` of the one
     time-summed ``S``) from the inner sums of `step_sums` summed over the workers; a conv
     credit in block layout ``(O, k, k, C)``."""
-    total = torch.abs(sums[0]) if signed else torch.abs(sums).sum(dim=0)
-    c = torch.abs(weight.detach()) * total
+    c = credit.credit_from_sums(sums, weight)
     return c if node.op == "linear" else c.permute(0, 2, 3, 1).contiguous()

@@ -237,7 +237,7 @@ class DDPModelBackend:
         credits: dict[int, torch.Tensor] = {}
         for j, k in enumerate(layers):
             credits[k] = credit_from_sums(graph.layer_node(k), reduced[len(keys) + j],
-                                          eid.weights[j], eid.signed)  # type: ignore[union-attr]
+                                          eid.weights[j])  # type: ignore[union-attr]
         correct = (torch.argmax(run.logits.detach(), dim=1) == ys).sum()
         scalars = torch.stack([loss.detach().to(torch.float64), correct.to(torch.float64)]
                               + [s.detach().sum(dtype=torch.float64) for s in run.spikes])
