@@ -27,6 +27,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "backend": ("run.backend", "numpy (reference, default), torch, jax, or an import path "
                                "package.module:FACTORY"),
     "device": ("run.device", "cpu (default), cuda, cuda:1, or a JAX device such as gpu:0"),
+    "devices": ("run.devices", "jax backend: shard every batch over the first K devices of "
+                               "--device's platform (1 default, 0 all; S4.16)"),
     "data": ("data.name", "digits, mnist5k (shipped), mnist, fashion_mnist, cifar10, cifar100"),
     "data_root": ("data.root", "folder of a local dataset (nothing is downloaded)"),
     "encoding": ("data.encoding", "direct (default) or poisson"),
@@ -189,22 +191,42 @@ def _report(args: argparse.Namespace) -> int:
 
 def _add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a finished run's network to a file",
-                       description="Export the trained network of a run folder: "
-                                   "--safetensors writes every masked layer packed N:M and "
-                                   "the other parameters and batch-norm statistics dense "
-                                   "in one file (SPEC S3.7).",
+                       description="Export the trained network of a run folder (give "
+                                   "--safetensors, --nir or both): --safetensors writes "
+                                   "every masked layer packed N:M and the other parameters "
+                                   "and batch-norm statistics dense in one file (SPEC "
+                                   "S3.7); --nir writes the network as a NIR graph with "
+                                   "batch norm folded, for snnTorch's import_from_nir and "
+                                   "Norse's from_nir(graph, dt=1e-4) (SPEC S4.12c).",
                        epilog="exit status: 0 done, 2 error (one line on stderr)")
     p.add_argument("run_dir", help="folder of a finished `spikenm train --out` run")
-    p.add_argument("--safetensors", required=True, metavar="FILE",
-                   help="the .safetensors file to write")
+    p.add_argument("--safetensors", metavar="FILE", help="the .safetensors file to write")
+    p.add_argument("--nir", metavar="FILE", help="the NIR (HDF5) file to write")
+    p.add_argument("--nir-readers", default="snntorch,norse", metavar="NAMES",
+                   help="comma-separated importers that must rebuild the network exactly: "
+                        "snntorch, norse, spikenm (default snntorch,norse; a conv run with "
+                        "pooling needs snntorch, a soft reset spikenm alone)")
 
 
 def _export(args: argparse.Namespace) -> int:
     from .runs import load_run
 
-    names = load_run(args.run_dir).export_safetensors(args.safetensors)
-    print(f"wrote {args.safetensors}: {len(names['packed'])} packed "
-          f"({', '.join(names['packed']) or 'none'}), {len(names['dense'])} dense tensors")
+    if args.safetensors is None and args.nir is None:
+        raise ValueError("nothing to write: give --safetensors FILE, --nir FILE or both")
+    run = load_run(args.run_dir)
+    if args.nir is not None:
+        from .nir_io import export_run
+
+        readers = tuple(r.strip() for r in args.nir_readers.split(","))
+        graph = export_run(run, args.nir, readers=readers)
+        print(f"wrote {args.nir}: NIR graph of {len(graph.nodes)} nodes for "
+              f"{', '.join(readers)} (dt {graph.metadata['spikenm.dt']:g}, T "
+              f"{graph.metadata['spikenm.time_steps']}, pattern "
+              f"{graph.metadata['spikenm.pattern']})")
+    if args.safetensors is not None:
+        names = run.export_safetensors(args.safetensors)
+        print(f"wrote {args.safetensors}: {len(names['packed'])} packed "
+              f"({', '.join(names['packed']) or 'none'}), {len(names['dense'])} dense tensors")
     return 0
 
 

@@ -38,6 +38,37 @@ def _packed() -> Any:
     return api.pack(np.array([[0.0, 5.0, 0.0, 7.0]], np.float32), 2, 4)
 
 
+def _nir_file(folder: Path, change: str = "") -> Path:
+    """A NIR file of a small 2:4 MLP (S4.12); ``change``: ``"no reset"`` drops the
+    metadata a foreign exporter does not write, ``"spiking readout"`` adds a LIF after
+    the readout as snnTorch's models have."""
+    import nir
+
+    from spikenm.nir_io import to_nir, write_nir
+    from spikenm.snn.graph import Graph, Node
+    from spikenm.snn.neuron import LIFParams
+
+    graph = Graph((4,), (Node("linear", (-1,), 4, 4), Node("lif", (0,)),
+                         Node("linear", (1,), 4, 2)))
+    exported = to_nir(graph, {k: np.ones(s) for k, s in graph.param_shapes().items()},
+                      LIFParams())
+    if change == "no reset":
+        exported.metadata = {"spikenm.dt": 1e-4, "spikenm.time_steps": 4}
+    elif change == "spiking readout":
+        lif = exported.nodes["lif0"]
+        exported.nodes["lif1"] = nir.LIF(**{k: getattr(lif, k)[:2] for k in (
+            "tau", "r", "v_leak", "v_threshold", "v_reset")})
+        exported.edges = exported.edges[:-1] + [("layer1", "lif1"), ("lif1", "output")]
+    write_nir(folder / "net.nir", exported)
+    return folder / "net.nir"
+
+
+def _read_nir(path: Path) -> Any:
+    from spikenm.nir_io import read_nir
+
+    return read_nir(path, 2, 4)
+
+
 def _flip(path: Path, needle: bytes, offset: int = 0) -> Path:
     data = bytearray(path.read_bytes())
     data[data.index(needle) + offset] ^= 0x01
@@ -167,6 +198,18 @@ CASES: list[Case] = [
     Case("safetensors_io.load_packed_safetensors", "caller metadata changed",
      _in_tmp(lambda d: load_packed_safetensors(_flip(_safetensors(d), b'"run":"x"', 7))),
      ValueError, r"w\.safetensors.*(spikenm\.sha256|not a readable)"),
+    # NIR (S4.12)
+    Case("nir_io.read_nir", "not an HDF5 file",
+     _in_tmp(lambda d: (d / "net.nir").write_bytes(b"not hdf5 at all")
+             and _read_nir(d / "net.nir")),
+     ValueError, r"net\.nir' is not a readable NIR graph file"),
+    Case("nir_io.read_nir", "a foreign graph that does not state its reset",
+     _in_tmp(lambda d: _read_nir(_nir_file(d, "no reset"))),
+     ValueError, r"net\.nir.*does not state its neurons' reset .*pass reset='hard'"),
+    Case("nir_io.read_nir", "a spiking readout (a LIF after the last layer)",
+     _in_tmp(lambda d: _read_nir(_nir_file(d, "spiking readout"))),
+     ValueError, r"net\.nir.*reads the spiking node 'lif1' \(LIF\).*"
+                 r"drop_spiking_readout=True"),
     # IDX
     Case("train.local_files.load_idx_dataset", "label out of range",
      _in_tmp(lambda d: load_idx_dataset(_mnist(d, labels=_idx(np.array([1, 200], np.uint8))),

@@ -7,6 +7,8 @@ puts arrays on that device, and the steps take ``jax.Array`` values there only (
 else is refused, naming it, rather than copied behind the caller's back).  The training
 step runs there and copies to the host only the loss, the correct count and the firing
 rates (S4.16) -- gradients, new batch-norm statistics and EID credits stay device arrays.
+``model_backend(device, devices=K)`` shards every batch over ``K`` devices instead
+(`spikenm.backends.jax.snn_shard`, the sharding rule of S4.16).
 
 The whole training step -- forward pass (`spikenm.backends.jax.snn_graph`), loss,
 gradients, running statistics, EID credits (`spikenm.backends.jax.snn_credit`) and
@@ -49,22 +51,26 @@ __all__ = ["JaxModelBackend", "model_backend", "step_function", "eval_function",
 TRACES: Counter[tuple[Any, ...]] = Counter()
 """Times each compiled function was traced, keyed by ``("step", graph, lif, eid_layers,
 static, dtype)`` (with a trailing ``"signed"`` for the signed credits of S2.9) or
-``("eval", graph, lif, static, dtype)``; a call with a known configuration and batch
-shape does not add to it."""
+``("eval", graph, lif, static, dtype)``, followed by the sharded backend's tag
+(`spikenm.backends.jax.snn_shard`); a call with a known configuration and batch shape
+does not add to it."""
 
 
-@lru_cache(maxsize=64)
-def step_function(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], static: bool,
-                  dtype: str, signed: bool = False) -> Callable[..., Any]:
-    """The compiled train-mode step of one static configuration.
+def step_body(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], static: bool,
+              dtype: str, signed: bool = False, tag: tuple[Any, ...] = ()
+              ) -> Callable[..., Any]:
+    """The train-mode step of one static configuration as a plain (not yet compiled)
+    function, counting its traces in `TRACES` under its key plus ``tag``.
 
     ``f(params, buffers, x, y, eid_weights, decay) -> (loss, correct, grads, buffers,
     credits, rates)``: batch-mean loss, correct count, gradient of every parameter, the
     running statistics after the batch, one credit (block layout; S2.3, or S2.9 with
     ``signed``) per layer of ``eid_layers`` and the firing rate of every ``lif`` node,
-    all arrays.
+    all arrays.  `step_function` compiles it for one device,
+    `spikenm.backends.jax.snn_shard` for a batch sharded over several (S4.16).
     """
     key = ("step", graph, lif, eid_layers, static, dtype) + (("signed",) if signed else ())
+    key += tag
     t_steps = lif.time_steps
 
     def step(params: dict[str, jax.Array], buffers: dict[str, jax.Array], x: jax.Array,
@@ -87,15 +93,23 @@ def step_function(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], sta
         rates = tuple(jnp.mean(s) for s in run.spikes)
         return loss, correct_count(run.logits, y), grads, run.buffers, credits, rates
 
-    return jax.jit(step)
+    return step
 
 
 @lru_cache(maxsize=64)
-def eval_function(graph: Graph, lif: LIFParams, static: bool, dtype: str
-                  ) -> Callable[..., Any]:
-    """The compiled eval-mode pass: ``f(params, buffers, x, y) -> (loss_sum, correct,
-    spike_sums)`` (spike sums as exact integer counts)."""
-    key = ("eval", graph, lif, static, dtype)
+def step_function(graph: Graph, lif: LIFParams, eid_layers: tuple[int, ...], static: bool,
+                  dtype: str, signed: bool = False) -> Callable[..., Any]:
+    """The compiled train-mode step of one static configuration (`step_body` under
+    ``jax.jit``)."""
+    return jax.jit(step_body(graph, lif, eid_layers, static, dtype, signed))
+
+
+def eval_body(graph: Graph, lif: LIFParams, static: bool, dtype: str,
+              tag: tuple[Any, ...] = ()) -> Callable[..., Any]:
+    """The eval-mode pass as a plain function: ``f(params, buffers, x, y) -> (loss_sum,
+    correct, spike_sums)`` (spike sums as exact integer counts); traces counted in
+    `TRACES` under its key plus ``tag``."""
+    key = ("eval", graph, lif, static, dtype) + tag
 
     def run(params: dict[str, jax.Array], buffers: dict[str, jax.Array], x: jax.Array,
             y: jax.Array) -> tuple[Any, ...]:
@@ -104,7 +118,32 @@ def eval_function(graph: Graph, lif: LIFParams, static: bool, dtype: str
         return (jnp.sum(cross_entropy(out.logits, y)), correct_count(out.logits, y),
                 tuple(jnp.count_nonzero(s) for s in out.spikes))
 
-    return jax.jit(run)
+    return run
+
+
+@lru_cache(maxsize=64)
+def eval_function(graph: Graph, lif: LIFParams, static: bool, dtype: str
+                  ) -> Callable[..., Any]:
+    """The compiled eval-mode pass (`eval_body` under ``jax.jit``)."""
+    return jax.jit(eval_body(graph, lif, static, dtype))
+
+
+def host_array(a: Any) -> np.ndarray:
+    """``a`` as a NumPy array; int64 labels as int32 when JAX 64-bit types are off.
+
+    Raises
+    ------
+    ValueError
+        An int64 array that does not fit int32 while 64-bit types are off.
+    """
+    a = np.asarray(a)
+    if a.dtype.kind in "iu" and a.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        info = np.iinfo(np.int32)
+        if a.size and (a.min() < info.min or a.max() > info.max):
+            raise ValueError(f"a {a.dtype} array with values in [{a.min()}, {a.max()}] "
+                             f"does not fit int32 and JAX 64-bit types are off")
+        a = a.astype(np.int32)
+    return a
 
 
 class JaxModelBackend:
@@ -150,20 +189,23 @@ class JaxModelBackend:
         ValueError
             An int64 array that does not fit int32 while 64-bit types are off.
         """
-        a = np.asarray(a)
-        if a.dtype.kind in "iu" and a.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
-            info = np.iinfo(np.int32)
-            if a.size and (a.min() < info.min or a.max() > info.max):
-                raise ValueError(f"a {a.dtype} array with values in [{a.min()}, {a.max()}] "
-                                 f"does not fit int32 and JAX 64-bit types are off")
-            a = a.astype(np.int32)
-        return arrays.from_numpy(a, like=self._anchor)
+        return arrays.from_numpy(host_array(a), like=self._anchor)
 
     def to_numpy(self, x: jax.Array) -> np.ndarray:
         """A NumPy copy of ``x`` on the host."""
         return arrays.to_numpy(x)
 
     # -- steps -------------------------------------------------------------------------
+    def _run_step(self, graph: Graph, lif: LIFParams, layers: tuple[int, ...], static: bool,
+                  dtype: str, signed: bool, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The compiled train step on checked ``args`` (overridden to shard, S4.16)."""
+        return step_function(graph, lif, layers, static, dtype, signed)(*args)
+
+    def _run_eval(self, graph: Graph, lif: LIFParams, static: bool, dtype: str,
+                  args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The compiled eval pass on checked ``args`` (overridden to shard, S4.16)."""
+        return eval_function(graph, lif, static, dtype)(*args)
+
     def _check_array(self, where: str, a: Any) -> None:
         """``a`` is a concrete ``jax.Array`` on `device` (S4.16), else an error naming
         ``where``."""
@@ -221,10 +263,9 @@ class JaxModelBackend:
         `spikenm.snn.ModelBackend`."""
         params, buffers, static, _, dtype = self._prepare(graph, params, buffers, x, y, lif)
         layers, weights, decay = self._eid(graph, eid, dtype)
-        fn = step_function(graph, lif, layers, static, dtype,
-                           bool(eid is not None and eid.signed))
-        loss, correct, grads, new_buffers, credits, rates = fn(params, buffers, x, y,
-                                                               weights, decay)
+        signed = bool(eid is not None and eid.signed)
+        loss, correct, grads, new_buffers, credits, rates = self._run_step(
+            graph, lif, layers, static, dtype, signed, (params, buffers, x, y, weights, decay))
         host_loss, host_correct, host_rates = jax.device_get((loss, correct, rates))
         return StepResult(float(host_loss), int(host_correct), dict(grads), dict(new_buffers),
                           {k: credits[k] for k in layers}, tuple(float(r) for r in host_rates))
@@ -237,26 +278,38 @@ class JaxModelBackend:
         params, buffers, static, batch, dtype = self._prepare(graph, params, buffers, x, y,
                                                               lif)
         loss_sum, correct, sums = jax.device_get(
-            eval_function(graph, lif, static, dtype)(params, buffers, x, y))
+            self._run_eval(graph, lif, static, dtype, (params, buffers, x, y)))
         counts = tuple(lif.time_steps * batch * math.prod(graph.shapes[i])
                        for i in graph.neurons)
         return EvalResult(float(loss_sum), int(correct), batch, tuple(float(s) for s in sums),
                           counts)
 
 
-def model_backend(device: str = "cpu") -> JaxModelBackend:
+def model_backend(device: str = "cpu", devices: int = 1) -> JaxModelBackend:
     """The JAX model backend on ``device`` (``cpu``, ``cpu:0``, ``gpu``, ``gpu:1``,
     ``cuda``, ``cuda:0``, ``tpu:0``; S4.16).
 
+    ``devices`` (``run.devices``): 1 (default) one device, ``K >= 2`` the first ``K``
+    devices of ``device``'s platform with every batch sharded over them, 0 all of that
+    platform's devices (`spikenm.backends.jax.snn_shard.ShardedJaxModelBackend`; one
+    device alone gives the single-device backend).
+
     Raises
     ------
+    TypeError
+        ``devices`` is not an integer.
     ValueError
-        The device is malformed or does not exist; the message names it and the
-        available JAX devices.
+        The device is malformed or does not exist (the message names it and the available
+        JAX devices); ``devices`` is negative, or more than the platform has, or
+        ``device`` names an index other than 0 with ``devices != 1``.
 
     Examples
     --------
     >>> model_backend("cpu").device
     'cpu:0'
     """
-    return JaxModelBackend(device)
+    if devices == 1 and type(devices) is int:
+        return JaxModelBackend(device)
+    from .snn_shard import sharded_model_backend
+
+    return sharded_model_backend(device, devices)

@@ -12,7 +12,8 @@ import re
 
 import jax
 
-__all__ = ["PLATFORMS", "available_devices", "device_name", "resolve_device"]
+__all__ = ["PLATFORMS", "available_devices", "device_name", "platform_devices",
+           "resolve_device"]
 
 PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 """Accepted platform names -> JAX platform."""
@@ -20,7 +21,15 @@ PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "t
 _NAME = re.compile(r"([a-z]+)(?::(\d+))?")
 
 
-def _platform_devices(platform: str) -> list[jax.Device]:
+def platform_devices(platform: str) -> list[jax.Device]:
+    """The devices of a JAX ``platform`` (``cpu``, ``gpu``, ``tpu``) in `jax.devices`
+    order; empty when JAX has no such platform here.
+
+    Examples
+    --------
+    >>> len(platform_devices("cpu")) >= 1
+    True
+    """
     try:
         return list(jax.devices(platform))
     except RuntimeError:  # JAX has no such platform here
@@ -37,7 +46,7 @@ def available_devices() -> list[str]:
     """
     names: list[str] = []
     for platform in dict.fromkeys(PLATFORMS.values()):
-        names += [f"{platform}:{i}" for i in range(len(_platform_devices(platform)))]
+        names += [f"{platform}:{i}" for i in range(len(platform_devices(platform)))]
     return names
 
 
@@ -50,7 +59,7 @@ def device_name(device: jax.Device) -> str:
     'cpu:0'
     """
     platform = PLATFORMS.get(device.platform, device.platform)
-    devices = _platform_devices(platform)
+    devices = platform_devices(platform)
     index = devices.index(device) if device in devices else device.id
     return f"{platform}:{index}"
 
@@ -81,7 +90,7 @@ def resolve_device(device: str) -> tuple[jax.Device, str]:
                          f"(e.g. 'cpu', 'gpu:1'); available: {available_devices()}")
     platform = PLATFORMS[match[1]]
     index = int(match[2] or 0)
-    devices = _platform_devices(platform)
+    devices = platform_devices(platform)
     if index >= len(devices):
         raise ValueError(f"device {device!r} ({platform}:{index}) does not exist here; "
                          f"available JAX devices: {available_devices()}")

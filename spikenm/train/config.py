@@ -303,7 +303,11 @@ class RunConfig:
 
     ``backend``: a model backend of `spikenm.registry` (``numpy``, ``torch``, ``jax``) or
     an import path ``package.module:FACTORY``; ``device``: where it runs (``cpu``,
-    ``cuda``, ``cuda:1``, a JAX device such as ``gpu:0``; S4.16).  ``out`` empty: no
+    ``cuda``, ``cuda:1``, a JAX device such as ``gpu:0``; S4.16); ``devices``: how many
+    devices of that platform the ``jax`` backend shards every batch over (1: one device,
+    the default; ``K >= 2``: the first ``K``, with ``optim.batch_size`` a multiple of
+    ``K``; 0: every device there; other backends take 1 only -- torch gets its workers
+    from ``torchrun``).  ``out`` empty: no
     files are written.  ``checkpoint_every``: steps between checkpoints (0: at every
     epoch end); ``log_every``: steps between progress records; ``eval_every``: epochs
     between test evaluations (0: only at the end)."""
@@ -311,6 +315,7 @@ class RunConfig:
     seed: int = 0
     backend: str = "numpy"
     device: str = "cpu"
+    devices: int = 1
     dtype: Literal["float32", "float64"] = "float32"
     out: str = ""
     checkpoint_every: int = 0
@@ -326,6 +331,12 @@ class RunConfig:
                  self.backend, f"one of {backends} or an import path package.module:FACTORY")
         _require(bool(self.device.strip()), "run.device", self.device,
                  "a device name such as 'cpu' or 'cuda:0'")
+        _require(self.devices >= 0, "run.devices", self.devices,
+                 "1 (one device), an integer K >= 2 (the first K devices of run.device's "
+                 "platform) or 0 (all of them)")
+        _require(self.devices == 1 or self.backend == "jax", "run.devices", self.devices,
+                 f"1 with run.backend={self.backend!r}: only the jax backend shards a batch "
+                 f"over devices (torch runs one worker per process under torchrun)")
         _require(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every,
                  ">= 0")
         _require(self.log_every >= 1, "run.log_every", self.log_every, ">= 1")
@@ -426,10 +437,12 @@ def _section_from_dict(name: str, cls: type, values: dict[str, Any], base: Any,
 
 
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None,
-                     text: bool = False) -> TrainConfig:
+                     text: bool = False, check: bool = True) -> TrainConfig:
     """A `TrainConfig` from nested ``{section: {key: value}}`` (TOML/JSON structure),
     starting from ``base`` (defaults when None).  ``text``: values are strings from flags
-    (``parse_overrides``) and are parsed to the field types."""
+    (``parse_overrides``) and are parsed to the field types.  ``check``: end with the
+    checks across sections (`check_devices`); `load_config` runs them once, after the
+    flags."""
     cfg = base or TrainConfig()
     if not isinstance(values, dict):
         raise ConfigError(f"a configuration must be a table of sections, got {values!r}")
@@ -441,7 +454,28 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None,
         current = getattr(cfg, section)
         cfg = replace(cfg, **{section: _section_from_dict(section, SECTIONS[section],
                                                           table, current, text)})
+    if check:
+        check_devices(cfg)
     return cfg
+
+
+def check_devices(cfg: TrainConfig) -> None:
+    """``optim.batch_size`` divides over ``run.devices = K >= 2`` (S4.16); checked once
+    every section is read.
+
+    Raises
+    ------
+    ConfigError
+        The batch size is not a multiple of ``K`` (both named).
+
+    Examples
+    --------
+    >>> check_devices(TrainConfig(run=RunConfig(backend="jax", devices=2)))
+    """
+    k, batch = cfg.run.devices, cfg.optim.batch_size
+    _require(k < 2 or batch % k == 0, "optim.batch_size", batch,
+             f"a multiple of run.devices={k}, so every device gets batch_size / {k} samples "
+             f"(S4.16)")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
@@ -534,11 +568,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         data = read_config_file(path)
         try:
-            cfg = config_from_dict(data, cfg)
+            cfg = config_from_dict(data, cfg, check=False)
         except ConfigError as exc:
             raise ConfigError(f"{resolve_config(path)}: {exc}") from None
     if overrides:
-        cfg = config_from_dict(parse_overrides(overrides), cfg, text=True)
+        cfg = config_from_dict(parse_overrides(overrides), cfg, text=True, check=False)
+    check_devices(cfg)
     return cfg
 
 
@@ -552,6 +587,6 @@ __all__ = [
     "BaselineConfig", "ConfigError", "DataConfig", "EIDConfig", "LIFConfig", "ModelConfig",
     "OptimConfig", "RunConfig", "SamplerConfig", "SparsityConfig", "TrainConfig",
     "METHODS", "DATASETS", "SCHEDULES", "config_from_dict", "config_to_dict",
-    "load_config", "parse_overrides", "read_config_file", "resolve_config", "bundled_configs",
-    "CONFIGS_DIR",
+    "load_config", "parse_overrides", "check_devices", "read_config_file", "resolve_config",
+    "bundled_configs", "CONFIGS_DIR",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spikenm.methods import Method, MethodSetup, load_method
-from spikenm.registry import model_backend
+from spikenm.registry import model_backend, model_factory
 from spikenm.snn import Graph, LIFParams, ModelBackend, build_graph
 
 from .config import ModelConfig, SparsityConfig, TrainConfig
@@ -110,7 +110,8 @@ def build_setup(cfg: TrainConfig) -> Setup:
     graph = build_network(cfg.model, data.input_shape, data.num_classes)
     method = load_method(cfg.sparsity.method, cfg)
     layers = masked_layers(graph, cfg.sparsity, bool(getattr(method, "uses_masks", True)))
-    model: Any = model_backend(cfg.run.backend, cfg.run.device)
+    model: Any = (model_backend(cfg.run.backend, cfg.run.device) if cfg.run.devices == 1
+                  else model_factory(cfg.run.backend)(cfg.run.device, cfg.run.devices))  # S4.16
     count = data.x_train.shape[0]
     if count < cfg.optim.batch_size:
         raise ValueError(
