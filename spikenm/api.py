@@ -143,12 +143,25 @@ def sample_mask(
     return _back(be, out, ax)
 
 
-def gumbel_like(x: Any, seed: int) -> Any:
+def gumbel_like(x: Any, seed: Any) -> Any:
     """Standard Gumbel noise of ``x``'s shape, dtype and framework (SPEC S1.6).
 
     ``g = -log(-log u)`` with ``u ~ U(0, 1)`` on the open interval, drawn with the
     framework's own generator seeded from ``seed``.  The same seed gives the same
     numbers on the same backend; different backends draw different numbers.
+
+    ``seed`` is a non-negative integer, or, for a JAX ``x`` only, a ``jax.random`` key:
+    a typed key of shape ``()`` (``jax.random.key``) or a legacy ``uint32`` key of shape
+    ``(2,)`` (``jax.random.PRNGKey``), traced keys inside ``jax.jit`` included.  The
+    integer ``s`` and the key ``jax.random.key(s)`` draw the same numbers.
+
+    Raises
+    ------
+    TypeError
+        A ``jax.random`` key with a NumPy, PyTorch or array-API ``x``; a ``jax.Array``
+        that is not a key.
+    ValueError
+        A negative or non-integer seed.
 
     Examples
     --------
@@ -160,7 +173,22 @@ def gumbel_like(x: Any, seed: int) -> Any:
     check.present(x=x)
     be = backend_for(x=x)
     check.float_dtype(be, "x", x)
+    if _is_jax_array(seed):
+        if be.name != "jax":
+            raise TypeError(
+                f"seed is a jax.Array of dtype {seed.dtype} and shape {tuple(seed.shape)}; "
+                f"a jax.random key is accepted only with a JAX x, and x is a {be.name} "
+                f"array: pass an integer seed")
+        return be.gumbel_like(x, seed)
     return be.gumbel_like(x, check.seed(seed))
+
+
+def _is_jax_array(value: Any) -> bool:
+    """``value`` is a ``jax.Array`` (a key candidate for `gumbel_like`), without
+    importing JAX when the caller has not."""
+    import sys
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(value, jax.Array)
 
 
 def topn_mask(scores: Any, n: int, m: int, *, axis: int = -1) -> Any:

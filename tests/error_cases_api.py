@@ -15,6 +15,7 @@ import os
 import tempfile
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -280,6 +281,17 @@ def _scalar_cases() -> list[Case]:
              r"^seed must be a non-negative integer, got -1$"),
         Case("gumbel_like", "seed a string", BY_NAME["gumbel_like"].call("numpy", seed="7"), ValueError,
              r"^seed must be a non-negative integer, got '7'$"),
+        *[Case("gumbel_like", _label("a jax.random key as seed", fw),
+               BY_NAME["gumbel_like"].call(fw, seed=jax.random.key(0)), TypeError,
+               rf"^seed is a jax\.Array of dtype key<fry> and shape \(\); a jax\.random key is accepted "
+               rf"only with a JAX x, and x is a {fw} array: pass an integer seed$")
+          for fw in ("numpy", "torch")],  # S1.6
+        Case("gumbel_like", _label("an int32 array as seed", "jax"),
+             BY_NAME["gumbel_like"].call("jax", seed=jnp.int32(3)), TypeError,
+             r"^seed is a jax\.Array of shape \(\) and dtype int32; expected an int, a typed jax\.random key"),
+        Case("gumbel_like", _label("an array of two keys as seed", "jax"),
+             BY_NAME["gumbel_like"].call("jax", seed=jax.random.split(jax.random.key(0))), ValueError,
+             r"^seed is an array of keys of shape \(2,\); expected one key \(shape \(\)\)"),
         Case("eligibility_credit", "decay 1.5", ec.call("numpy", decay=1.5), ValueError, r"^decay must be in \[0, 1\], got 1\.5$"),
         Case("eligibility_credit", "decay a string", ec.call("numpy", decay="a"), TypeError, r"^decay must be a real number"),
         Case("eligibility_credit", "signed not a bool", ec.call("numpy", signed=1), TypeError,
