@@ -448,5 +448,19 @@ def test_S5_14_one_process_refuses_and_main_module() -> None:
     assert distributed.world() == (0, 1)
 
 
+def test_S5_14_reproduce_refuses_a_data_parallel_process(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    """S5.14: a reproduce grid runs in one process; under torchrun every rank would
+    write the grid's files, so it is refused before anything is written."""
+    from spikenm.train.reproduce import QUICK, run_grid
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match="reproduce runs in one process, but this is rank 1 "
+                                         "of 2"):
+        run_grid(QUICK, "torch", tmp_path / "grid")
+    assert not (tmp_path / "grid").exists()
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))

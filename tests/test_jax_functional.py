@@ -12,11 +12,9 @@ same noise, the flow's state after every step equals the method object's
 
 from __future__ import annotations
 
-import contextlib
 import doctest
 import importlib.resources
 import textwrap
-from collections.abc import Iterator
 
 import equinox as eqx
 import jax
@@ -27,6 +25,7 @@ import pytest
 import torch
 from scipy import stats
 
+from jax_helpers import counting_compiles
 from spikenm import api
 from spikenm.api import from_block_layout, to_block_layout
 from spikenm.backends.jax import functional
@@ -41,23 +40,6 @@ from spikenm.snn import LIFParams
 
 RTOL64 = 4 * np.sqrt(np.finfo(np.float64).eps)  # S0.6
 LIF = LIFParams()
-COMPILE = "/jax/core/compile/backend_compile_duration"
-
-
-@contextlib.contextmanager
-def counting_compiles() -> Iterator[list[str]]:
-    """The XLA compilations (``backend_compile``) while the block runs."""
-    seen: list[str] = []
-
-    def listener(event: str, duration: float, **kwargs: object) -> None:
-        if event == COMPILE:
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def nm_exact(w: jax.Array, n: int, m: int) -> bool:

@@ -10,10 +10,8 @@ the module docstring's training loop runs and lowers the loss for spikenm and sr
 
 from __future__ import annotations
 
-import contextlib
 import doctest
 import warnings
-from collections.abc import Iterator
 from functools import partial
 
 import jax
@@ -22,6 +20,7 @@ import numpy as np
 import optax
 import pytest
 
+from jax_helpers import counting_compiles
 from spikenm import api, reference
 from spikenm.backends.jax import method_path as mp
 from spikenm.backends.jax import method_path_credit as mpc
@@ -75,22 +74,6 @@ def make_step(sp: mp.Sparsity):
         return loss, g_eff, credits
 
     return step
-
-
-@contextlib.contextmanager
-def counting_compiles() -> Iterator[list[str]]:
-    """Names of the XLA compilations (``backend_compile``) while the block runs."""
-    seen: list[str] = []
-
-    def listener(event: str, duration: float, **kwargs: object) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def assert_same(a: jax.Array, b: jax.Array) -> None:

@@ -8,6 +8,13 @@ formulas; the ``*_vjp`` methods are ``jax.vjp`` over the same functions.  Import
 this module registers `spikenm.packed.Packed` as a pytree.  The module itself is the
 backend object (``BACKEND``).
 
+Beside it: `spikenm.backends.jax.functional` runs SpikeNM (sampler, EID, schedules) as
+pure pytree functions inside one ``jax.jit`` with ``jax.random`` keys (S5.15);
+`spikenm.backends.jax.method_path` wraps any mask method around a params pytree; the
+model backend of the trainer is `spikenm.backends.jax.snn` (sharded over devices by
+`spikenm.backends.jax.snn_shard`, S4.16).  `spikenm.api.gumbel_like` takes a
+``jax.random`` key as its seed for JAX arrays (S1.6).
+
 float64
     JAX computes in 32 bits unless 64-bit types are enabled; this module does not change
     that global setting.  To keep float64 inputs in float64, enable it yourself::

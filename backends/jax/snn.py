@@ -162,6 +162,7 @@ class JaxModelBackend:
 
     def __init__(self, device: str = "cpu") -> None:
         self.jax_device, self.device = resolve_device(device)
+        self._placement: Any = self.jax_device   # where scalars go (a sharding: replicated)
         self._anchor = jax.device_put(np.zeros((), np.float32), self.jax_device)
         self._scalars: dict[tuple[str, float], jax.Array] = {}
 
@@ -169,7 +170,7 @@ class JaxModelBackend:
         """A 0-d array of ``value`` on `device`, made once per value and dtype."""
         key = (dtype, float(value))
         if key not in self._scalars:
-            self._scalars[key] = jax.device_put(np.asarray(key[1], dtype), self.jax_device)
+            self._scalars[key] = jax.device_put(np.asarray(key[1], dtype), self._placement)
         return self._scalars[key]
 
     def __repr__(self) -> str:

@@ -176,6 +176,7 @@ class ShardedJaxModelBackend(JaxModelBackend):
         self.jax_device = mesh.devices.flat[0]
         self._mesh_devices = set(mesh.devices.flat)
         self._replicated = NamedSharding(mesh, PartitionSpec())
+        self._placement = self._replicated
         self._anchor = jax.device_put(np.zeros((), np.float32), self._replicated)
         self._scalars: dict[tuple[str, float], jax.Array] = {}
         self._warned: set[int] = set()
@@ -183,23 +184,9 @@ class ShardedJaxModelBackend(JaxModelBackend):
     def __repr__(self) -> str:
         return f"ShardedJaxModelBackend(devices={self.devices!r})"
 
-    def _scalar(self, value: float, dtype: str) -> jax.Array:
-        key = (dtype, float(value))
-        if key not in self._scalars:
-            self._scalars[key] = jax.device_put(np.asarray(key[1], dtype), self._replicated)
-        return self._scalars[key]
-
     def from_numpy(self, a: np.ndarray) -> jax.Array:
-        """``a`` as a JAX array replicated on every device of `mesh` (same dtype and
-        values; integer labels as int32 when 64-bit types are off).
-
-        Raises
-        ------
-        TypeError
-            A float64 array while 64-bit types are off.
-        ValueError
-            An int64 array that does not fit int32 while 64-bit types are off.
-        """
+        """As `JaxModelBackend.from_numpy` (same dtype rules and errors), replicated on
+        every device of `mesh`."""
         return jax.device_put(arrays.from_numpy(host_array(a)), self._replicated)
 
     def _check_array(self, where: str, a: Any) -> None:

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from ..atomic import atomic_path, remove_stale_temps
 from ..progress import Progress
-from . import report
+from . import distributed, report
 from .config import TrainConfig, config_to_dict, load_config
 from .loop import RUN_FILES, Interrupted, StopRequest, stop_signals, train
 
@@ -231,11 +231,17 @@ def run_grid(grid: Grid, backend: str, out_dir: str | Path, overrides: tuple[str
     ------
     ValueError
         When ``OUT`` is not a grid's folder (`check_out`) or its ``runs.json`` is not
-        one of `run_grid`.
+        one of `run_grid`; or in a data-parallel process (``WORLD_SIZE > 1``, S5.14): a
+        grid runs in one process.
     Interrupted
         SIGINT or SIGTERM arrived (`spikenm.train.loop.stop_signals`); every run finished
         before it is in ``OUT/runs.json``.
     """
+    rank, size = distributed.world()
+    if size > 1:
+        raise ValueError(f"reproduce runs in one process, but this is rank {rank} of "
+                         f"{size} (WORLD_SIZE={size}): run the grid without torchrun, or "
+                         f"train one configuration data-parallel with `spikenm train`")
     out = Path(out_dir)
     removed = check_out(out)
     if removed and stream is not None:
