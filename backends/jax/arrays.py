@@ -115,7 +115,7 @@ def from_numpy(a: np.ndarray, like: jax.Array | None = None) -> jax.Array:
         raise TypeError(
             f"a {a.dtype} array needs 64-bit types in JAX, which are disabled; call "
             f"jax.config.update('jax_enable_x64', True) or work inside "
-            f"`with jax.enable_x64(True):`"
+            f"`with jax.enable_x64(True):` (from the command line: set JAX_ENABLE_X64=1)"
         )
     if like is not None and not is_traced(like):
         devices = like.devices()
