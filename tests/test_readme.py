@@ -41,3 +41,31 @@ def test_readme_python_examples_run() -> None:
     for block in blocks:
         namespace: dict[str, object] = {}
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own docs
+
+
+def _data_parallel_commands() -> list[str]:
+    """The ```bash blocks of the README's "Data-parallel training" section, one command
+    each (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Data-parallel training", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [" ".join(b.replace("\\\n", " ").split()) for b in blocks]
+
+
+def test_readme_data_parallel_commands_run(tmp_path: Path) -> None:
+    """The torchrun (2 gloo processes, S5.14) and the 2-device JAX (S4.16) commands of the
+    README run as written, each writing its run folder once."""
+    import os
+    import subprocess
+
+    commands = _data_parallel_commands()
+    assert len(commands) == 2 and "torchrun" in commands[0] and "--devices 2" in commands[1]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    for command in commands:
+        proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
+        out = tmp_path / command.split("--out ", 1)[1].split()[0]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "checkpoint.npz", "metrics.jsonl", "model.npz", "summary.json"]
