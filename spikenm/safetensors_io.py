@@ -290,14 +290,7 @@ def _spikenm_metadata(metadata: dict[str, str], where: str) -> dict[str, Any]:
         raise ValueError(f"metadata field {DIGEST_KEY!r} is not part of version 1")
     if TENSORS_KEY not in metadata:
         raise ValueError(f"metadata field {TENSORS_KEY!r} is missing")
-    try:
-        entries = json.loads(metadata[TENSORS_KEY])
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"metadata field {TENSORS_KEY!r} is not valid JSON ({exc})") from None
-    if not isinstance(entries, dict):
-        raise ValueError(f"metadata field {TENSORS_KEY!r} holds a {type(entries).__name__}; "
-                         f"expected a JSON object name -> fields")
-    return entries
+    return _json_object(metadata, TENSORS_KEY)
 
 
 def _check_digest(metadata: dict[str, str]) -> None:
@@ -449,12 +442,17 @@ def _dense_metadata(metadata: dict[str, str]) -> dict[str, Any]:
         return {}
     if DENSE_KEY not in metadata:
         raise ValueError(f"metadata field {DENSE_KEY!r} is missing")
+    return _json_object(metadata, DENSE_KEY)
+
+
+def _json_object(metadata: dict[str, str], key: str) -> dict[str, Any]:
+    """The JSON object of metadata field ``key`` (present), else a ``ValueError``."""
     try:
-        entries = json.loads(metadata[DENSE_KEY])
+        entries = json.loads(metadata[key])
     except (ValueError, RecursionError) as exc:
-        raise ValueError(f"metadata field {DENSE_KEY!r} is not valid JSON ({exc})") from None
+        raise ValueError(f"metadata field {key!r} is not valid JSON ({exc})") from None
     if not isinstance(entries, dict):
-        raise ValueError(f"metadata field {DENSE_KEY!r} holds a {type(entries).__name__}; "
+        raise ValueError(f"metadata field {key!r} holds a {type(entries).__name__}; "
                          f"expected a JSON object name -> fields")
     return entries
 

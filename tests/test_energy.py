@@ -11,7 +11,7 @@ from spikenm.energy import PRESETS, EnergyConstants, energy_report, layer_macs, 
 from spikenm.runs import load_run
 from spikenm.snn.archs import conv_net, resnet19
 from spikenm.snn.graph import Graph, Node
-from spikenm.train.config import load_config
+from run_helpers import digits_config
 from spikenm.train.loop import train
 
 
@@ -84,9 +84,7 @@ def test_S7_presets_and_refusals() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("energy") / "run"
-    cfg = load_config(None, ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64",
-                             "optim.epochs=1", "run.quiet=true", "run.eval_every=0",
-                             f"run.out={out}"])
+    cfg = digits_config(out, epochs=1)
     return out, cfg, train(cfg, stream=None)
 
 

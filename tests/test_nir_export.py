@@ -17,7 +17,7 @@ from spikenm import api
 from spikenm.cli import main
 from spikenm.nir_io import read_nir
 from spikenm.runs import load_run
-from spikenm.train.config import load_config
+from run_helpers import digits_config
 from spikenm.train.loop import train
 from spikenm.train.setup import build_setup
 
@@ -30,9 +30,7 @@ SAMPLES = 300
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("nir") / "run"
-    cfg = load_config(None, ["data.name=digits", "model.hidden=32,32", "optim.batch_size=64",
-                             "optim.epochs=3", "run.quiet=true", "run.eval_every=0",
-                             f"run.out={out}"])
+    cfg = digits_config(out, epochs=3)
     train(cfg, stream=None)
     return out, cfg
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from spikenm.backends.torch.nn import sparsify
+from torch_helpers import module_path_steps
 from spikenm.progress import Progress, format_seconds
 from spikenm.train.config import load_config
 from spikenm.train.loop import train
@@ -64,15 +65,9 @@ def test_module_path_progress(capsys) -> None:  # type: ignore[no-untyped-def]
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
                           nn.Linear(16, 2))
     handle = sparsify(model, 2, 4, total_steps=3, progress=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(4, 8)
     assert handle.progress == "step 0/3 [rate unknown]"
-    for _ in range(3):
-        loss = model(x).square().mean() + handle.eid_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        handle.step()
+    module_path_steps(model, handle, x, 3)
     assert re.fullmatch(r"step 3/3 \[[0-9.e+]+ step/s, 0s left\]", handle.progress)
     assert "sparsify" in capsys.readouterr().err  # the bar went to stderr
     quiet = sparsify(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)), 2, 4,

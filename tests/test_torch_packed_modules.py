@@ -11,6 +11,7 @@ from spikenm import api
 from spikenm.backends.torch import packed_modules as pm
 from spikenm.backends.torch import spmm_host
 from spikenm.backends.torch.nn import sparsify
+from torch_helpers import module_path_steps
 
 
 def _make_nm(mod: nn.Module, n: int = 2, m: int = 4) -> nn.Module:
@@ -94,14 +95,8 @@ def test_sparsify_finalize_pack_model_keeps_the_outputs() -> None:
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
                           nn.Linear(32, 4))
     handle = sparsify(model, 2, 4, total_steps=3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(8, 16)
-    for _ in range(3):
-        loss = model(x).square().mean() + handle.eid_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        handle.step()
+    module_path_steps(model, handle, x, 3)
     handle.finalize()
     packed = pm.pack_model(model, 2, 4, dense=handle.dense)
     kinds = [type(mod).__name__ for mod in packed]

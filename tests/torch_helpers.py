@@ -1,4 +1,5 @@
-"""A hand-written spike for tests of the PyTorch paths, independent of the backends."""
+"""Helpers for tests of the PyTorch paths: a hand-written spike, independent of the
+backends, and a few module-path steps."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ class ATanSpike(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (h,) = ctx.saved_tensors
         return g / (1.0 + (math.pi * (h - 1.0)) ** 2)
+
+
+def module_path_steps(model: torch.nn.Module, handle: Any, x: torch.Tensor, steps: int,
+                      lr: float = 0.1) -> None:
+    """``steps`` SGD steps of the module path on the loss ``mean(model(x)^2)`` plus the
+    EID term, each closed by ``handle.step()``."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = model(x).square().mean() + handle.eid_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        handle.step()

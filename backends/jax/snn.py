@@ -163,6 +163,7 @@ class JaxModelBackend:
     def __init__(self, device: str = "cpu") -> None:
         self.jax_device, self.device = resolve_device(device)
         self._placement: Any = self.jax_device   # where scalars go (a sharding: replicated)
+        self._devices: set[jax.Device] = {self.jax_device}   # where arrays may be
         self._anchor = jax.device_put(np.zeros((), np.float32), self.jax_device)
         self._scalars: dict[tuple[str, float], jax.Array] = {}
 
@@ -208,8 +209,8 @@ class JaxModelBackend:
         return eval_function(graph, lif, static, dtype)(*args)
 
     def _check_array(self, where: str, a: Any) -> None:
-        """``a`` is a concrete ``jax.Array`` on `device` (S4.16), else an error naming
-        ``where``."""
+        """``a`` is a concrete ``jax.Array`` on the backend's devices (`device`, or every
+        device of a sharded backend's mesh; S4.16), else an error naming ``where``."""
         if not isinstance(a, jax.Array):
             raise TypeError(f"{where} is a {type(a).__name__}; expected a jax.Array on "
                             f"{self.device} (use from_numpy)")
@@ -217,7 +218,7 @@ class JaxModelBackend:
             raise TypeError(f"{where} is a tracer; the model backend compiles its own step "
                             f"and returns host numbers: call it outside jax.jit")
         devices = a.devices()
-        if devices != {self.jax_device}:
+        if not devices <= self._devices:
             names = sorted(device_name(d) for d in devices)
             raise ValueError(f"{where} is on device {', '.join(names)}; this backend runs on "
                              f"{self.device!r} (put it there with from_numpy or "

@@ -174,7 +174,7 @@ class ShardedJaxModelBackend(JaxModelBackend):
         self.devices = tuple(device_name(d) for d in mesh.devices.flat)
         self.device = ",".join(self.devices)
         self.jax_device = mesh.devices.flat[0]
-        self._mesh_devices = set(mesh.devices.flat)
+        self._devices = set(mesh.devices.flat)
         self._replicated = NamedSharding(mesh, PartitionSpec())
         self._placement = self._replicated
         self._anchor = jax.device_put(np.zeros((), np.float32), self._replicated)
@@ -188,20 +188,6 @@ class ShardedJaxModelBackend(JaxModelBackend):
         """As `JaxModelBackend.from_numpy` (same dtype rules and errors), replicated on
         every device of `mesh`."""
         return jax.device_put(arrays.from_numpy(host_array(a)), self._replicated)
-
-    def _check_array(self, where: str, a: Any) -> None:
-        """``a`` is a concrete ``jax.Array`` on devices of `mesh` (S4.16), else an error
-        naming ``where``."""
-        if not isinstance(a, jax.Array):
-            raise TypeError(f"{where} is a {type(a).__name__}; expected a jax.Array on "
-                            f"{self.device} (use from_numpy)")
-        if arrays.is_traced(a):
-            raise TypeError(f"{where} is a tracer; the model backend compiles its own step "
-                            f"and returns host numbers: call it outside jax.jit")
-        if not a.devices() <= self._mesh_devices:
-            names = sorted(device_name(d) for d in a.devices())
-            raise ValueError(f"{where} is on device {', '.join(names)}; this backend runs on "
-                             f"{self.device!r} (put it there with from_numpy)")
 
     def _axis(self, x: jax.Array, static: bool) -> int | None:
         """The batch axis of ``x`` when its batch divides over the devices, else None."""
